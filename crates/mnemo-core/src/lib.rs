@@ -1,0 +1,31 @@
+//! Mnemo's domain: the values the service accepts, each parsed once at the edge so the rest of the
+//! code can trust it. No IO lives here.
+//!
+//! - [`types`]: validated identifiers and values (`TenantKey`, `MemoryId`, `RelevanceScore`,
+//!   `Embedding`, `Tags`, …) and the seed's enums (`IsolationLevel`, `PrivacyLevel`, …).
+//! - [`scope`]: API key scopes and the permissions they grant.
+//! - [`text`]: which text of a memory's JSON content is embedded and searched.
+
+pub mod scope;
+pub mod text;
+pub mod types;
+
+pub use scope::{Permission, Resource, Scope};
+pub use types::*;
+
+/// Why a value was refused. `field` names the offending input for the client.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct Invalid {
+    pub field: String,
+    pub message: String,
+}
+
+impl Invalid {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}

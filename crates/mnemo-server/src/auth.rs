@@ -1,0 +1,101 @@
+//! Authentication: `Authorization: Bearer <key>` (or `X-API-Key: <key>`). A tenant key yields a
+//! [`TenantCtx`]: the tenant comes from the key, never from the URL or body. The admin key yields
+//! [`AdminCtx`].
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::HeaderMap;
+use sha2::{Digest, Sha256};
+
+use mnemo_core::{scope::scopes_allow, Permission, Resource};
+use mnemo_store::admin::AuthenticatedKey;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get(axum::http::header::AUTHORIZATION) {
+        let v = v.to_str().ok()?;
+        let (scheme, rest) = v.split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim());
+    }
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+pub fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// An authenticated tenant request.
+pub struct TenantCtx {
+    pub key: AuthenticatedKey,
+    pub request_id: String,
+}
+
+impl TenantCtx {
+    pub fn allows(&self, resource: Resource, permission: Permission) -> bool {
+        scopes_allow(&self.key.scopes, resource, permission)
+    }
+}
+
+impl FromRequestParts<AppState> for TenantCtx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(secret) = presented_key(&parts.headers) else {
+            return Err(ApiError::unauthorized(
+                "missing API key: send `Authorization: Bearer <key>`",
+            ));
+        };
+        if secret.is_empty() || secret.len() > 256 {
+            return Err(ApiError::unauthorized(
+                "invalid, revoked or expired API key",
+            ));
+        }
+        match state.store.authenticate(secret).await? {
+            Some(key) => Ok(TenantCtx {
+                key,
+                request_id: request_id(&parts.headers),
+            }),
+            None => Err(ApiError::unauthorized(
+                "invalid, revoked or expired API key",
+            )),
+        }
+    }
+}
+
+/// A request made with the admin key.
+pub struct AdminCtx;
+
+impl FromRequestParts<AppState> for AdminCtx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(secret) = presented_key(&parts.headers) else {
+            return Err(ApiError::unauthorized(
+                "missing admin key: send `Authorization: Bearer <key>`",
+            ));
+        };
+        if constant_time_eq(&Sha256::digest(secret.as_bytes()), &state.admin_key_hash) {
+            return Ok(AdminCtx);
+        }
+        if secret.len() <= 256 && state.store.authenticate(secret).await?.is_some() {
+            return Err(ApiError::forbidden(
+                "admin_only",
+                "this endpoint needs the admin key, not a tenant key",
+            ));
+        }
+        Err(ApiError::unauthorized("invalid admin key"))
+    }
+}

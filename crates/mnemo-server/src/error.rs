@@ -1,0 +1,185 @@
+//! The one error shape of the API: `{"error": {"code", "message", "details"}}` with a 4xx/5xx
+//! status. Every failure, from a store error to a malformed body, is mapped here.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use mnemo_core::Invalid;
+use mnemo_store::StoreError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub details: Option<Value>,
+}
+
+/// The body of every error response.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `memory_not_found`.
+    pub code: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<Value>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_value", message)
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, code, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
+    }
+
+    /// The audit outcome this error stands for.
+    pub fn outcome(&self) -> &'static str {
+        match self.status {
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::CONFLICT => "conflict",
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS => {
+                "denied"
+            }
+            s if s.is_client_error() => "invalid",
+            _ => "error",
+        }
+    }
+}
+
+impl From<Invalid> for ApiError {
+    fn from(e: Invalid) -> Self {
+        ApiError::unprocessable(e.to_string()).with_details(serde_json::json!({ "field": e.field }))
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => {
+                let code = match what {
+                    "memory" => "memory_not_found",
+                    "relationship" => "relationship_not_found",
+                    "policy" => "policy_not_found",
+                    "project" => "project_not_found",
+                    "tenant" => "tenant_not_found",
+                    "api key" => "api_key_not_found",
+                    _ => "not_found",
+                };
+                ApiError::not_found(code, format!("{what} not found"))
+            }
+            StoreError::Conflict { constraint } => {
+                let (code, message) = match constraint.as_str() {
+                    "project_has_tenants" => (
+                        "project_has_tenants",
+                        "the project still has tenants; delete them first or pass ?cascade=true".to_owned(),
+                    ),
+                    "projects_name_key" => ("project_exists", "a project with this name exists".to_owned()),
+                    "tenants_tenant_id_key" => ("tenant_exists", "a tenant with this tenant_id exists".to_owned()),
+                    "memory_relationships_tenant_id_source_memory_id_target_memory_id_relationship_type_key" => (
+                        "relationship_exists",
+                        "this relationship (source, target, type) exists".to_owned(),
+                    ),
+                    "tenant_access_policies_tenant_id_name_key" => {
+                        ("policy_exists", "a policy with this name exists".to_owned())
+                    }
+                    c if c.starts_with("memory_id exists") || c == "contextual_memories_tenant_memory_key" => {
+                        ("memory_exists", format!("a memory with this memory_id exists ({c})"))
+                    }
+                    c => ("conflict", format!("conflicts with existing data ({c})")),
+                };
+                ApiError::new(StatusCode::CONFLICT, code, message)
+            }
+            StoreError::Invalid { message } => ApiError::unprocessable(message),
+            StoreError::MissingReference { constraint } => ApiError::not_found(
+                "reference_not_found",
+                format!("a referenced resource does not exist ({constraint})"),
+            ),
+            StoreError::Quota(message) => {
+                ApiError::new(StatusCode::FORBIDDEN, "quota_exceeded", message)
+            }
+            StoreError::Migrate(e) => {
+                tracing::error!(error = %e, "migration error");
+                ApiError::internal("database migration error")
+            }
+            StoreError::Database(e) => {
+                if matches!(e, sqlx::Error::PoolTimedOut) {
+                    return ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "database_busy",
+                        "the database is busy; retry",
+                    );
+                }
+                tracing::error!(error = %e, "database error");
+                ApiError::internal("internal database error")
+            }
+        }
+    }
+}
+
+impl From<mnemo_embed::EmbedError> for ApiError {
+    fn from(e: mnemo_embed::EmbedError) -> Self {
+        tracing::error!(error = %e, "embedding failed");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "embedding_unavailable",
+            format!("embedding failed: {e}"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+                details: self.details,
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

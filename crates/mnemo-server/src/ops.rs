@@ -1,0 +1,143 @@
+//! Running one tenant operation: scope check, policy check, the tenant transaction, and the audit
+//! row, written in the same transaction on success and in its own after a refusal.
+
+use axum::http::StatusCode;
+use futures::future::BoxFuture;
+use serde_json::{json, Value};
+
+use mnemo_core::{Permission, Resource};
+use mnemo_store::audit::{self, AuditEntry};
+use mnemo_store::{policies, TenantTx};
+
+use crate::auth::TenantCtx;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// What an operation does, for authorization and the audit trail.
+pub struct Op {
+    /// e.g. `memory.create`.
+    pub action: &'static str,
+    pub resource: Resource,
+    pub permission: Permission,
+    /// The resource's id, or `*` for an operation on the whole collection.
+    pub resource_id: String,
+    /// The status a success answers with.
+    pub success: StatusCode,
+}
+
+impl Op {
+    pub fn new(
+        action: &'static str,
+        resource: Resource,
+        permission: Permission,
+        id: impl Into<String>,
+    ) -> Self {
+        Self {
+            action,
+            resource,
+            permission,
+            resource_id: id.into(),
+            success: StatusCode::OK,
+        }
+    }
+
+    pub fn created(mut self) -> Self {
+        self.success = StatusCode::CREATED;
+        self
+    }
+
+    pub fn no_content(mut self) -> Self {
+        self.success = StatusCode::NO_CONTENT;
+        self
+    }
+}
+
+/// Runs `work` for the tenant of `ctx` inside a [`TenantTx`]. Returns what `work` returned, after
+/// committing it together with a success audit row; on any refusal the transaction is rolled back
+/// (nothing partial remains) and the refusal is audited.
+pub async fn run<T, F>(state: &AppState, ctx: &TenantCtx, op: Op, work: F) -> ApiResult<T>
+where
+    F: for<'t> FnOnce(&'t mut TenantTx) -> BoxFuture<'t, ApiResult<T>>,
+{
+    if !ctx.allows(op.resource, op.permission) {
+        let err = ApiError::forbidden(
+            "insufficient_scope",
+            format!(
+                "this key lacks the scope {}:{}",
+                op.resource.as_str(),
+                op.permission.as_str()
+            ),
+        );
+        audit_refusal(state, ctx, &op, &err).await;
+        return Err(err);
+    }
+    let mut tx = state.store.begin_tenant(&ctx.key.scope).await?;
+    let outcome = async {
+        let permitted = policies::permits(
+            &mut tx,
+            op.resource.as_str(),
+            &op.resource_id,
+            op.permission.as_str(),
+        )
+        .await?;
+        if !permitted {
+            return Err(ApiError::forbidden(
+                "policy_denied",
+                format!(
+                    "an access policy of this tenant does not permit {} on {} {:?}",
+                    op.permission.as_str(),
+                    op.resource.as_str(),
+                    op.resource_id
+                ),
+            ));
+        }
+        work(&mut tx).await
+    }
+    .await;
+    match outcome {
+        Ok(value) => {
+            audit::record(&mut tx, entry(ctx, &op, "success", op.success, Value::Null)).await?;
+            tx.commit().await?;
+            Ok(value)
+        }
+        Err(err) => {
+            let _ = tx.rollback().await;
+            audit_refusal(state, ctx, &op, &err).await;
+            Err(err)
+        }
+    }
+}
+
+fn entry<'a>(
+    ctx: &'a TenantCtx,
+    op: &'a Op,
+    outcome: &'a str,
+    status: StatusCode,
+    details: Value,
+) -> AuditEntry<'a> {
+    AuditEntry {
+        action: op.action,
+        resource_type: op.resource.as_str(),
+        resource_id: Some(op.resource_id.as_str()),
+        outcome,
+        status_code: status.as_u16(),
+        request_id: Some(ctx.request_id.as_str()).filter(|r| !r.is_empty()),
+        details: if details.is_null() {
+            json!({})
+        } else {
+            details
+        },
+    }
+}
+
+async fn audit_refusal(state: &AppState, ctx: &TenantCtx, op: &Op, err: &ApiError) {
+    let write = async {
+        let mut tx = state.store.begin_tenant(&ctx.key.scope).await?;
+        let details = json!({ "code": err.code });
+        audit::record(&mut tx, entry(ctx, op, err.outcome(), err.status, details)).await?;
+        tx.commit().await
+    };
+    if let Err(e) = write.await {
+        tracing::error!(error = %e, action = op.action, "could not write the audit row of a refusal");
+    }
+}

@@ -1,0 +1,7 @@
+//! One module per feature, each exporting `router()`.
+
+pub mod admin;
+pub mod graph;
+pub mod health;
+pub mod memories;
+pub mod tenant_misc;

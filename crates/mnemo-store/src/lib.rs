@@ -1,0 +1,80 @@
+//! Mnemo's PostgreSQL layer.
+//!
+//! - [`Store`]: the pool, migrations ([`MIGRATOR`], embedded from `migrations/`), health.
+//! - [`tenancy`]: [`TenantScope`] (proof that a request belongs to a tenant) and [`TenantTx`], the
+//!   transaction that runs as the non-owner role `mnemo_app` with `app.tenant_id` set, so Row Level
+//!   Security applies to every statement in it.
+//! - [`admin`]: projects, tenants, API keys and the admin key (owner role, control-plane tables).
+//! - [`memories`], [`relationships`], [`policies`], [`audit`]: tenant data, always
+//!   through a [`TenantTx`].
+//! - [`maintenance`]: the seed's maintenance functions and partition upkeep.
+//! - `testing` (feature `test-support`): a fresh migrated database per test.
+
+pub mod admin;
+pub mod audit;
+mod error;
+pub mod maintenance;
+pub mod memories;
+pub mod policies;
+pub mod relationships;
+pub mod tenancy;
+#[cfg(feature = "test-support")]
+pub mod testing;
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+pub use error::StoreError;
+pub use tenancy::{TenantScope, TenantTx};
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// Connects with the owner's URL (the role that runs migrations). Tenant work switches to
+    /// `mnemo_app` inside each [`TenantTx`].
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        let options: PgConnectOptions = url.parse()?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.application_name("mnemo"))
+            .await?;
+        Ok(Self { pool })
+    }
+
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies pending migrations; a no-op when all are applied.
+    pub async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The pgvector version installed in the database (proves the database is reachable).
+    pub async fn pgvector_version(&self) -> Result<String> {
+        let v: Option<String> =
+            sqlx::query_scalar("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+                .fetch_optional(&self.pool)
+                .await?;
+        v.ok_or(StoreError::NotFound("the vector extension"))
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}

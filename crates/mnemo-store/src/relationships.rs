@@ -1,0 +1,224 @@
+//! The knowledge graph: typed, weighted edges between two memories of one tenant.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::types::Json;
+use sqlx::FromRow;
+use uuid::Uuid;
+
+use crate::memories::{columns, Memory};
+use crate::{Result, StoreError, TenantTx};
+
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+pub struct Relationship {
+    pub id: Uuid,
+    /// `memory_id` of the source memory.
+    pub source: String,
+    /// `memory_id` of the target memory.
+    pub target: String,
+    pub relationship_type: String,
+    pub weight: f64,
+    #[schema(value_type = Object)]
+    pub metadata: Json<Value>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Out,
+    In,
+    Both,
+}
+
+const EDGE_SELECT: &str = "
+    SELECT r.id, s.memory_id AS source, t.memory_id AS target, r.relationship_type, r.weight,
+           r.metadata, r.created_at
+    FROM memory_relationships r
+    JOIN contextual_memories s ON s.tenant_id = r.tenant_id AND s.id = r.source_memory_id
+    JOIN contextual_memories t ON t.tenant_id = r.tenant_id AND t.id = r.target_memory_id";
+
+const LIVE: &str = "(s.expires_at IS NULL OR s.expires_at > now()) AND (t.expires_at IS NULL OR t.expires_at > now())";
+
+pub struct NewRelationship {
+    pub source: String,
+    pub target: String,
+    pub relationship_type: String,
+    pub weight: f64,
+    pub metadata: Value,
+}
+
+/// Creates an edge. Both memories must exist in the tenant ([`StoreError::NotFound`] otherwise);
+/// the same (source, target, type) twice is a [`StoreError::Conflict`].
+pub async fn create(tx: &mut TenantTx, r: NewRelationship) -> Result<Relationship> {
+    let ids: Vec<(String, Uuid)> = sqlx::query_as(
+        "SELECT memory_id, id FROM contextual_memories
+         WHERE tenant_id = $1 AND memory_id IN ($2, $3) AND (expires_at IS NULL OR expires_at > now())",
+    )
+    .bind(tx.tenant_id())
+    .bind(&r.source)
+    .bind(&r.target)
+    .fetch_all(&mut **tx)
+    .await?;
+    let find = |m: &str| ids.iter().find(|(id, _)| id == m).map(|(_, u)| *u);
+    let (Some(source), Some(target)) = (find(&r.source), find(&r.target)) else {
+        return Err(StoreError::NotFound("memory"));
+    };
+    let id: Uuid = sqlx::query_scalar(
+        "INSERT INTO memory_relationships
+            (tenant_id, source_memory_id, target_memory_id, relationship_type, weight, metadata)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+    )
+    .bind(tx.tenant_id())
+    .bind(source)
+    .bind(target)
+    .bind(&r.relationship_type)
+    .bind(r.weight)
+    .bind(Json(&r.metadata))
+    .fetch_one(&mut **tx)
+    .await?;
+    get(tx, id).await
+}
+
+pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Relationship> {
+    sqlx::query_as(&format!(
+        "{EDGE_SELECT} WHERE r.tenant_id = $1 AND r.id = $2 AND {LIVE}"
+    ))
+    .bind(tx.tenant_id())
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(StoreError::NotFound("relationship"))
+}
+
+pub async fn delete(tx: &mut TenantTx, id: Uuid) -> Result<()> {
+    get(tx, id).await?;
+    sqlx::query("DELETE FROM memory_relationships WHERE tenant_id = $1 AND id = $2")
+        .bind(tx.tenant_id())
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn memory_uuid(tx: &mut TenantTx, memory_id: &str) -> Result<Uuid> {
+    sqlx::query_scalar(
+        "SELECT id FROM contextual_memories
+         WHERE tenant_id = $1 AND memory_id = $2 AND (expires_at IS NULL OR expires_at > now())",
+    )
+    .bind(tx.tenant_id())
+    .bind(memory_id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(StoreError::NotFound("memory"))
+}
+
+/// Edges touching a memory in the given direction, optionally of one type, strongest first.
+pub async fn neighbours(
+    tx: &mut TenantTx,
+    memory_id: &str,
+    direction: Direction,
+    relationship_type: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Relationship>> {
+    let node = memory_uuid(tx, memory_id).await?;
+    let side = match direction {
+        Direction::Out => "r.source_memory_id = $2",
+        Direction::In => "r.target_memory_id = $2",
+        Direction::Both => "(r.source_memory_id = $2 OR r.target_memory_id = $2)",
+    };
+    Ok(sqlx::query_as(&format!(
+        "{EDGE_SELECT} WHERE r.tenant_id = $1 AND {side} AND {LIVE}
+           AND ($3::text IS NULL OR r.relationship_type = $3)
+         ORDER BY r.weight DESC, r.created_at, r.id LIMIT $4"
+    ))
+    .bind(tx.tenant_id())
+    .bind(node)
+    .bind(relationship_type)
+    .bind(limit)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
+#[derive(Debug, Clone)]
+pub struct GraphNode {
+    pub depth: i32,
+    pub memory: Memory,
+}
+
+/// Breadth-first walk from a memory up to `depth` hops (a recursive CTE whose `UNION` keeps each
+/// (node, depth) once, so cycles end), at most `max_nodes` nodes nearest first, with the edges
+/// between them.
+pub async fn traverse(
+    tx: &mut TenantTx,
+    memory_id: &str,
+    depth: i32,
+    direction: Direction,
+    relationship_type: Option<&str>,
+    max_nodes: i64,
+) -> Result<(Vec<GraphNode>, Vec<Relationship>)> {
+    let start = memory_uuid(tx, memory_id).await?;
+    let step = match direction {
+        Direction::Out => "r.source_memory_id = w.node",
+        Direction::In => "r.target_memory_id = w.node",
+        Direction::Both => "(r.source_memory_id = w.node OR r.target_memory_id = w.node)",
+    };
+    let ids: Vec<(Uuid, i32)> = sqlx::query_as(&format!(
+        "WITH RECURSIVE walk(node, depth) AS (
+            SELECT $2::uuid, 0
+            UNION
+            SELECT CASE WHEN r.source_memory_id = w.node THEN r.target_memory_id ELSE r.source_memory_id END,
+                   w.depth + 1
+            FROM walk w
+            JOIN memory_relationships r ON r.tenant_id = $1 AND {step}
+            WHERE w.depth < $3 AND ($4::text IS NULL OR r.relationship_type = $4)
+         )
+         SELECT w.node, min(w.depth)::int AS depth
+         FROM walk w
+         JOIN contextual_memories m ON m.tenant_id = $1 AND m.id = w.node
+         WHERE m.expires_at IS NULL OR m.expires_at > now()
+         GROUP BY w.node
+         ORDER BY min(w.depth), w.node
+         LIMIT $5"
+    ))
+    .bind(tx.tenant_id())
+    .bind(start)
+    .bind(depth)
+    .bind(relationship_type)
+    .bind(max_nodes)
+    .fetch_all(&mut **tx)
+    .await?;
+    let node_ids: Vec<Uuid> = ids.iter().map(|(id, _)| *id).collect();
+    let memories: Vec<Memory> = sqlx::query_as(&format!(
+        "SELECT {} FROM contextual_memories m WHERE m.tenant_id = $1 AND m.id = ANY($2)",
+        columns(false)
+    ))
+    .bind(tx.tenant_id())
+    .bind(&node_ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut nodes: Vec<GraphNode> = memories
+        .into_iter()
+        .filter_map(|m| {
+            let depth = ids.iter().find(|(id, _)| *id == m.id)?.1;
+            Some(GraphNode { depth, memory: m })
+        })
+        .collect();
+    nodes.sort_by(|a, b| {
+        a.depth
+            .cmp(&b.depth)
+            .then_with(|| a.memory.memory_id.cmp(&b.memory.memory_id))
+    });
+    let edges: Vec<Relationship> = sqlx::query_as(&format!(
+        "{EDGE_SELECT} WHERE r.tenant_id = $1 AND r.source_memory_id = ANY($2) AND r.target_memory_id = ANY($2)
+           AND ($3::text IS NULL OR r.relationship_type = $3)
+         ORDER BY r.created_at, r.id"
+    ))
+    .bind(tx.tenant_id())
+    .bind(&node_ids)
+    .bind(relationship_type)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok((nodes, edges))
+}

@@ -1,0 +1,163 @@
+//! `mnemo admin …`: the admin API's operations straight against the database.
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use clap::Subcommand;
+use serde::Serialize;
+use uuid::Uuid;
+
+use mnemo_core::{IsolationLevel, Name, Scope, TenantKey};
+use mnemo_store::admin::{generate_secret, NewProject, NewTenant};
+use mnemo_store::Store;
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Create a project.
+    CreateProject {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        owner: String,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List projects.
+    ListProjects,
+    /// Delete a project (with --cascade, also its tenants and their data).
+    DeleteProject {
+        id: Uuid,
+        #[arg(long)]
+        cascade: bool,
+    },
+    /// Create a tenant in a project.
+    CreateTenant {
+        #[arg(long)]
+        project: Uuid,
+        #[arg(long)]
+        tenant_id: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "strict")]
+        isolation: String,
+        #[arg(long)]
+        encryption: bool,
+        #[arg(long)]
+        max_memories: Option<i64>,
+        #[arg(long)]
+        max_storage_bytes: Option<i64>,
+    },
+    /// List tenants, optionally of one project.
+    ListTenants {
+        #[arg(long)]
+        project: Option<Uuid>,
+    },
+    /// Delete a tenant and all its data.
+    DeleteTenant { tenant_id: String },
+    /// Create an API key for a tenant; prints the secret once.
+    CreateKey {
+        #[arg(long)]
+        tenant_id: String,
+        #[arg(long)]
+        name: String,
+        /// Repeat for several scopes, e.g. --scope memories:read --scope memories:write.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// RFC 3339 time, e.g. 2027-01-01T00:00:00Z.
+        #[arg(long)]
+        expires_at: Option<DateTime<Utc>>,
+    },
+    /// List a tenant's keys (never their secrets).
+    ListKeys { tenant_id: String },
+    /// Revoke a key; it stops working on the next request.
+    RevokeKey { tenant_id: String, key_id: Uuid },
+    /// Replace the stored admin key with a new one and print it once.
+    RotateAdminKey,
+}
+
+fn print<T: Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+pub async fn run(database_url: &str, cmd: AdminCommand) -> anyhow::Result<()> {
+    let store = Store::connect(database_url, 2)
+        .await
+        .context("connecting to PostgreSQL")?;
+    store.migrate().await?;
+    match cmd {
+        AdminCommand::CreateProject {
+            name,
+            owner,
+            description,
+        } => {
+            let p = NewProject {
+                name: Name::parse("name", &name)?.into_string(),
+                owner_id: Name::parse("owner", &owner)?.into_string(),
+                description,
+                settings: serde_json::json!({}),
+            };
+            print(&store.create_project(p).await?)
+        }
+        AdminCommand::ListProjects => print(&store.list_projects(None, 10_000).await?),
+        AdminCommand::DeleteProject { id, cascade } => {
+            store.delete_project(id, cascade).await?;
+            println!("project {id} deleted");
+            Ok(())
+        }
+        AdminCommand::CreateTenant {
+            project,
+            tenant_id,
+            name,
+            isolation,
+            encryption,
+            max_memories,
+            max_storage_bytes,
+        } => {
+            let t = NewTenant {
+                tenant_id: TenantKey::parse(&tenant_id)?.as_str().to_owned(),
+                project_id: project,
+                name: Name::parse("name", &name)?.into_string(),
+                isolation_level: isolation.parse::<IsolationLevel>()?,
+                encryption_enabled: encryption,
+                max_memories,
+                max_storage_bytes,
+                settings: serde_json::json!({}),
+            };
+            print(&store.create_tenant(t).await?)
+        }
+        AdminCommand::ListTenants { project } => {
+            print(&store.list_tenants(project, None, 10_000).await?)
+        }
+        AdminCommand::DeleteTenant { tenant_id } => {
+            store.delete_tenant(&tenant_id).await?;
+            println!("tenant {tenant_id} deleted");
+            Ok(())
+        }
+        AdminCommand::CreateKey {
+            tenant_id,
+            name,
+            scopes,
+            expires_at,
+        } => {
+            for s in &scopes {
+                Scope::parse(s)?;
+            }
+            let name = Name::parse("name", &name)?;
+            let (key, secret) = store
+                .create_api_key(&tenant_id, name.as_str(), &scopes, expires_at)
+                .await?;
+            print(&serde_json::json!({ "key": key, "secret": secret }))
+        }
+        AdminCommand::ListKeys { tenant_id } => print(&store.list_api_keys(&tenant_id).await?),
+        AdminCommand::RevokeKey { tenant_id, key_id } => {
+            print(&store.revoke_api_key(&tenant_id, key_id).await?)
+        }
+        AdminCommand::RotateAdminKey => {
+            let key = generate_secret("mnemo_admin_");
+            store.set_admin_key(&key).await?;
+            println!("{key}");
+            eprintln!("(a running server keeps the previous key until it restarts)");
+            Ok(())
+        }
+    }
+}

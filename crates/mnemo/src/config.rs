@@ -1,0 +1,98 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mnemo",
+    version,
+    about = "Multi-tenant long-term memory for AI agents"
+)]
+pub struct Cli {
+    /// PostgreSQL URL of the role that owns the schema (it runs the migrations).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+
+    /// Log format: `pretty` or `json`.
+    #[arg(
+        long,
+        env = "MNEMO_LOG_FORMAT",
+        default_value = "pretty",
+        global = true
+    )]
+    pub log_format: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Apply migrations, then serve the HTTP API.
+    Serve(ServeArgs),
+    /// Apply pending migrations and exit.
+    Migrate,
+    /// Manage projects, tenants and API keys.
+    #[command(subcommand)]
+    Admin(crate::admin::AdminCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[arg(long, env = "MNEMO_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    /// Database connections in the pool.
+    #[arg(long, env = "MNEMO_DB_POOL", default_value_t = 16)]
+    pub db_pool: u32,
+
+    /// Embedding provider: `local` (all-MiniLM-L6-v2 in-process), `http` (OpenAI-compatible) or
+    /// `none` (only client-supplied vectors).
+    #[arg(long, env = "MNEMO_EMBEDDER", default_value = "local")]
+    pub embedder: String,
+
+    /// Folder with model.safetensors, tokenizer.json and config.json (installed by `make run`).
+    #[arg(long, env = "MNEMO_MODEL_DIR")]
+    pub model_dir: Option<PathBuf>,
+
+    /// Base URL of the OpenAI-compatible provider, e.g. https://api.openai.com/v1.
+    #[arg(long, env = "MNEMO_EMBED_URL")]
+    pub embed_url: Option<String>,
+    #[arg(
+        long,
+        env = "MNEMO_EMBED_MODEL",
+        default_value = "text-embedding-3-small"
+    )]
+    pub embed_model: String,
+    /// Must be 384 to match the schema.
+    #[arg(long, env = "MNEMO_EMBED_DIM", default_value_t = 384)]
+    pub embed_dim: usize,
+    #[arg(long, env = "MNEMO_EMBED_API_KEY", hide_env_values = true)]
+    pub embed_api_key: Option<String>,
+    #[arg(long, env = "MNEMO_EMBED_TIMEOUT_SECS", default_value_t = 30)]
+    pub embed_timeout_secs: u64,
+
+    /// The admin key. When unset, one is generated on first start, printed once and stored as a hash.
+    #[arg(long, env = "MNEMO_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+
+    #[arg(long, env = "MNEMO_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    #[arg(long, env = "MNEMO_MAX_BATCH", default_value_t = 1000)]
+    pub max_batch: usize,
+    #[arg(long, env = "MNEMO_MAX_PAGE", default_value_t = 500)]
+    pub max_page: i64,
+    #[arg(long, env = "MNEMO_MAX_CONTENT_BYTES", default_value_t = 256 * 1024)]
+    pub max_content_bytes: usize,
+    #[arg(long, env = "MNEMO_MAX_JSON_DEPTH", default_value_t = 32)]
+    pub max_json_depth: usize,
+    #[arg(long, env = "MNEMO_MAX_GRAPH_DEPTH", default_value_t = 3)]
+    pub max_graph_depth: i32,
+    #[arg(long, env = "MNEMO_MAX_GRAPH_NODES", default_value_t = 500)]
+    pub max_graph_nodes: i64,
+
+    /// Seconds between maintenance runs (expired memories, partitions, analytics views).
+    #[arg(long, env = "MNEMO_MAINTENANCE_INTERVAL_SECS", default_value_t = 3600)]
+    pub maintenance_interval_secs: u64,
+}

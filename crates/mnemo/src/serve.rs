@@ -1,0 +1,163 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use mnemo_embed::{Embedder, HttpEmbedder, HttpEmbedderConfig, MiniLm};
+use mnemo_server::{AppState, Limits};
+use mnemo_store::admin::generate_secret;
+use mnemo_store::Store;
+
+use crate::config::ServeArgs;
+
+pub async fn run(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
+    let store = Store::connect(database_url, args.db_pool)
+        .await
+        .context("connecting to PostgreSQL")?;
+    store.migrate().await.context("applying migrations")?;
+    let embedder = build_embedder(&args).await?;
+    let admin_key_hash = admin_key_hash(&store, args.admin_key.as_deref()).await?;
+    let limits = Limits {
+        max_body_bytes: args.max_body_bytes,
+        max_batch: args.max_batch,
+        max_page: args.max_page,
+        max_content_bytes: args.max_content_bytes,
+        max_json_depth: args.max_json_depth,
+        max_graph_depth: args.max_graph_depth,
+        max_graph_nodes: args.max_graph_nodes,
+        ..Limits::default()
+    };
+    let state = AppState {
+        store: store.clone(),
+        embedder,
+        limits: Arc::new(limits),
+        admin_key_hash: Arc::new(admin_key_hash),
+    };
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let jobs = tokio::spawn(maintenance_loop(
+        store.clone(),
+        Duration::from_secs(args.maintenance_interval_secs.max(1)),
+        stop_rx,
+    ));
+
+    let listener = tokio::net::TcpListener::bind(args.bind)
+        .await
+        .with_context(|| format!("binding {}", args.bind))?;
+    tracing::info!(addr = %listener.local_addr()?, "mnemo listening");
+    mnemo_server::serve(
+        listener,
+        mnemo_server::app(state),
+        shutdown_signal(),
+        Duration::from_secs(30),
+    )
+    .await?;
+    let _ = stop_tx.send(true);
+    let _ = jobs.await;
+    store.close().await;
+    tracing::info!("mnemo stopped");
+    Ok(())
+}
+
+async fn build_embedder(args: &ServeArgs) -> anyhow::Result<Option<Arc<dyn Embedder>>> {
+    match args.embedder.as_str() {
+        "none" => Ok(None),
+        "local" => {
+            let dir = args
+                .model_dir
+                .clone()
+                .context("MNEMO_MODEL_DIR is not set: `make run` installs the model and sets it, or use MNEMO_EMBEDDER=none")?;
+            let model = tokio::task::spawn_blocking(move || MiniLm::load(&dir)).await??;
+            tracing::info!(model = model.model_name(), "local embedder loaded");
+            Ok(Some(Arc::new(model)))
+        }
+        "http" => {
+            if args.embed_dim != mnemo_core::EMBEDDING_DIM {
+                bail!(
+                    "MNEMO_EMBED_DIM must be {} to match the schema",
+                    mnemo_core::EMBEDDING_DIM
+                );
+            }
+            let config = HttpEmbedderConfig {
+                base_url: args
+                    .embed_url
+                    .clone()
+                    .context("MNEMO_EMBED_URL is required with MNEMO_EMBEDDER=http")?,
+                model: args.embed_model.clone(),
+                dim: args.embed_dim,
+                api_key: args.embed_api_key.clone().map(Into::into),
+                timeout: Duration::from_secs(args.embed_timeout_secs),
+            };
+            Ok(Some(Arc::new(HttpEmbedder::new(config)?)))
+        }
+        other => bail!("unknown MNEMO_EMBEDDER {other:?}: expected local, http or none"),
+    }
+}
+
+/// The admin key's hash: from MNEMO_ADMIN_KEY when given; otherwise the stored one; otherwise a new
+/// key is generated, printed once, and only its hash stored.
+async fn admin_key_hash(store: &Store, configured: Option<&str>) -> anyhow::Result<Vec<u8>> {
+    if let Some(key) = configured.filter(|k| !k.is_empty()) {
+        if key.len() < 16 {
+            bail!("MNEMO_ADMIN_KEY must be at least 16 characters");
+        }
+        return Ok(Sha256::digest(key.as_bytes()).to_vec());
+    }
+    if let Some(hash) = store.admin_key_hash().await? {
+        return Ok(hash);
+    }
+    let key = generate_secret("mnemo_admin_");
+    if store.init_admin_key(&key).await? {
+        eprintln!("\n  Mnemo admin key (shown once, stored only as a hash):\n\n    {key}\n");
+    }
+    store
+        .admin_key_hash()
+        .await?
+        .context("the admin key hash vanished")
+}
+
+async fn maintenance_loop(store: Store, every: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        maintenance_once(&store).await;
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// One round of upkeep; each step logs its own failure and the others still run.
+pub async fn maintenance_once(store: &Store) {
+    match store.create_time_partitions(3).await {
+        Ok(n) => tracing::info!(created = n, "time partitions checked"),
+        Err(e) => tracing::warn!(error = %e, "creating time partitions failed"),
+    }
+    match store.clean_expired_memories().await {
+        Ok(n) => tracing::info!(removed = n, "expired memories cleaned"),
+        Err(e) => tracing::warn!(error = %e, "cleaning expired memories failed"),
+    }
+    if let Err(e) = store.refresh_analytics_views().await {
+        tracing::warn!(error = %e, "refreshing analytics views failed");
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}

