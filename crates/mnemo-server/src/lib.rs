@@ -6,11 +6,13 @@
 //! - [`auth`]: API key extractors; the tenant always comes from the key.
 //! - [`ops`]: the tenant operation runner (scopes, policies, tenant transaction, audit).
 //! - [`error`], [`extract`]: the one JSON error shape and extractors that produce it.
+//! - [`jobs`]: background upkeep (partitions, expiry, analytics, per-tenant vector indexes).
 //! - [`state`]: shared state and configurable [`Limits`].
 
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod jobs;
 pub mod ops;
 pub mod routes;
 pub mod state;
@@ -70,10 +72,12 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::health::router())
+        .merge(routes::search::router())
         .merge(routes::memories::router())
         .merge(routes::graph::router())
         .merge(routes::tenant_misc::router())
         .merge(routes::admin::router())
+        .merge(routes::maintenance::router())
 }
 
 async fn not_found() -> ApiError {

@@ -17,6 +17,10 @@ pub struct Limits {
     pub max_graph_depth: i32,
     pub max_graph_nodes: i64,
     pub max_k: usize,
+    /// `hnsw.ef_search` for tenants searched through their own HNSW index.
+    pub ef_search: i32,
+    /// Embedded memories at which a tenant gets its own HNSW index.
+    pub vector_index_min_rows: i64,
 }
 
 impl Default for Limits {
@@ -31,6 +35,8 @@ impl Default for Limits {
             max_graph_depth: 3,
             max_graph_nodes: 500,
             max_k: 100,
+            ef_search: 100,
+            vector_index_min_rows: 10_000,
         }
     }
 }

@@ -5,7 +5,7 @@
 //!   transaction that runs as the non-owner role `mnemo_app` with `app.tenant_id` set, so Row Level
 //!   Security applies to every statement in it.
 //! - [`admin`]: projects, tenants, API keys and the admin key (owner role, control-plane tables).
-//! - [`memories`], [`relationships`], [`policies`], [`audit`]: tenant data, always
+//! - [`memories`], [`relationships`], [`policies`], [`audit`], [`search`]: tenant data, always
 //!   through a [`TenantTx`].
 //! - [`maintenance`]: the seed's maintenance functions and partition upkeep.
 //! - `testing` (feature `test-support`): a fresh migrated database per test.
@@ -17,6 +17,7 @@ pub mod maintenance;
 pub mod memories;
 pub mod policies;
 pub mod relationships;
+pub mod search;
 pub mod tenancy;
 #[cfg(feature = "test-support")]
 pub mod testing;
@@ -36,6 +37,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: PgPool,
+    /// Tenants known to have their own HNSW index (see [`search`]); refreshed by
+    /// [`Store::maintain_vector_indexes`] and [`Store::refresh_vector_index_cache`].
+    vector_indexes: std::sync::Arc<std::sync::RwLock<std::collections::HashSet<uuid::Uuid>>>,
 }
 
 impl Store {
@@ -48,11 +52,14 @@ impl Store {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.application_name("mnemo"))
             .await?;
-        Ok(Self { pool })
+        Ok(Self::from_pool(pool))
     }
 
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            vector_indexes: Default::default(),
+        }
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -36,6 +36,8 @@ pub enum Command {
     /// Manage projects, tenants and API keys.
     #[command(subcommand)]
     Admin(crate::admin::AdminCommand),
+    /// Benchmark a running server (see README).
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -91,6 +93,17 @@ pub struct ServeArgs {
     pub max_graph_depth: i32,
     #[arg(long, env = "MNEMO_MAX_GRAPH_NODES", default_value_t = 500)]
     pub max_graph_nodes: i64,
+
+    /// `hnsw.ef_search` for tenants searched through their own HNSW index.
+    #[arg(long, env = "MNEMO_EF_SEARCH", default_value_t = 100)]
+    pub ef_search: i32,
+    /// Embedded memories at which a tenant gets its own HNSW index (smaller tenants are searched
+    /// exactly).
+    #[arg(long, env = "MNEMO_VECTOR_INDEX_MIN_ROWS", default_value_t = 10_000)]
+    pub vector_index_min_rows: i64,
+    /// Seconds between checks for tenants that need a vector index.
+    #[arg(long, env = "MNEMO_VECTOR_INDEX_INTERVAL_SECS", default_value_t = 30)]
+    pub vector_index_interval_secs: u64,
 
     /// Seconds between maintenance runs (expired memories, partitions, analytics views).
     #[arg(long, env = "MNEMO_MAINTENANCE_INTERVAL_SECS", default_value_t = 3600)]

@@ -3,8 +3,10 @@
 //! - [`config`]: command line and environment (every flag has a `MNEMO_*` variable).
 //! - [`serve`]: wiring the store, embedder and HTTP app; background jobs; graceful shutdown.
 //! - [`admin`]: the admin operations of the HTTP API, for people without an HTTP client.
+//! - [`bench`]: the benchmark (ingest, search latency, recall vs. exact and vs. the naive design).
 
 mod admin;
+mod bench;
 mod config;
 mod serve;
 
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Admin(cmd) => admin::run(&cli.database_url, cmd).await,
+            Command::Bench(args) => bench::run(&cli.database_url, args).await,
         }
     });
     match result {

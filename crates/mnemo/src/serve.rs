@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use mnemo_embed::{Embedder, HttpEmbedder, HttpEmbedderConfig, MiniLm};
-use mnemo_server::{AppState, Limits};
+use mnemo_server::{jobs, AppState, Limits};
 use mnemo_store::admin::generate_secret;
 use mnemo_store::Store;
 
@@ -27,6 +27,8 @@ pub async fn run(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
         max_json_depth: args.max_json_depth,
         max_graph_depth: args.max_graph_depth,
         max_graph_nodes: args.max_graph_nodes,
+        ef_search: args.ef_search,
+        vector_index_min_rows: args.vector_index_min_rows,
         ..Limits::default()
     };
     let state = AppState {
@@ -36,12 +38,44 @@ pub async fn run(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
         admin_key_hash: Arc::new(admin_key_hash),
     };
 
+    store.refresh_vector_index_cache().await?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let jobs = tokio::spawn(maintenance_loop(
-        store.clone(),
-        Duration::from_secs(args.maintenance_interval_secs.max(1)),
-        stop_rx,
-    ));
+    let housekeeping = {
+        let store = store.clone();
+        let interval = Duration::from_secs(args.maintenance_interval_secs.max(1));
+        tokio::spawn(every(interval, stop_rx.clone(), move || {
+            let store = store.clone();
+            async move {
+                let mut report = jobs::MaintenanceReport::default();
+                jobs::housekeeping(&store, &mut report).await;
+                tracing::info!(?report, "housekeeping done");
+            }
+        }))
+    };
+    let indexing = {
+        let (store, limits) = (store.clone(), state.limits.clone());
+        let interval = Duration::from_secs(args.vector_index_interval_secs.max(1));
+        tokio::spawn(every(interval, stop_rx, move || {
+            let (store, limits) = (store.clone(), limits.clone());
+            async move {
+                let mut report = jobs::MaintenanceReport::default();
+                jobs::vector_indexes(&store, &limits, &mut report).await;
+                if let Some(r) = report
+                    .vector_indexes
+                    .filter(|r| !r.built.is_empty() || !r.dropped.is_empty())
+                {
+                    tracing::info!(
+                        built = r.built.len(),
+                        dropped = r.dropped.len(),
+                        "vector indexes updated"
+                    );
+                }
+                for e in report.errors {
+                    tracing::warn!(error = %e, "vector index maintenance failed");
+                }
+            }
+        }))
+    };
 
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
@@ -55,7 +89,8 @@ pub async fn run(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
     )
     .await?;
     let _ = stop_tx.send(true);
-    let _ = jobs.await;
+    let _ = housekeeping.await;
+    let _ = indexing.await;
     store.close().await;
     tracing::info!("mnemo stopped");
     Ok(())
@@ -118,28 +153,18 @@ async fn admin_key_hash(store: &Store, configured: Option<&str>) -> anyhow::Resu
         .context("the admin key hash vanished")
 }
 
-async fn maintenance_loop(store: Store, every: Duration, mut stop: watch::Receiver<bool>) {
+/// Runs `step` now and then every `every` until `stop` flips.
+async fn every<F, Fut>(every: Duration, mut stop: watch::Receiver<bool>, mut step: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     loop {
-        maintenance_once(&store).await;
+        step().await;
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.changed() => return,
         }
-    }
-}
-
-/// One round of upkeep; each step logs its own failure and the others still run.
-pub async fn maintenance_once(store: &Store) {
-    match store.create_time_partitions(3).await {
-        Ok(n) => tracing::info!(created = n, "time partitions checked"),
-        Err(e) => tracing::warn!(error = %e, "creating time partitions failed"),
-    }
-    match store.clean_expired_memories().await {
-        Ok(n) => tracing::info!(removed = n, "expired memories cleaned"),
-        Err(e) => tracing::warn!(error = %e, "cleaning expired memories failed"),
-    }
-    if let Err(e) = store.refresh_analytics_views().await {
-        tracing::warn!(error = %e, "refreshing analytics views failed");
     }
 }
 

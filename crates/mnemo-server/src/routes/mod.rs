@@ -3,5 +3,7 @@
 pub mod admin;
 pub mod graph;
 pub mod health;
+pub mod maintenance;
 pub mod memories;
+pub mod search;
 pub mod tenant_misc;

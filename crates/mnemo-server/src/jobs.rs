@@ -1,0 +1,58 @@
+//! Background upkeep, as plain functions: the server's loops call them, and so does
+//! `POST /v1/admin/maintenance` (and tests) to run them now.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use mnemo_store::search::{IndexReport, VectorIndexPolicy};
+use mnemo_store::Store;
+
+use crate::state::Limits;
+
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct MaintenanceReport {
+    pub partitions_created: Option<i32>,
+    pub expired_memories_removed: Option<i32>,
+    pub analytics_refreshed: bool,
+    pub vector_indexes: Option<IndexReport>,
+    /// Steps that failed, with their errors; the other steps still ran.
+    pub errors: Vec<String>,
+}
+
+/// Partitions ahead, expired memories, analytics views.
+pub async fn housekeeping(store: &Store, report: &mut MaintenanceReport) {
+    match store.create_time_partitions(3).await {
+        Ok(n) => report.partitions_created = Some(n),
+        Err(e) => report.errors.push(format!("create_time_partitions: {e}")),
+    }
+    match store.clean_expired_memories().await {
+        Ok(n) => report.expired_memories_removed = Some(n),
+        Err(e) => report.errors.push(format!("clean_expired_memories: {e}")),
+    }
+    match store.refresh_analytics_views().await {
+        Ok(()) => report.analytics_refreshed = true,
+        Err(e) => report.errors.push(format!("refresh_analytics_views: {e}")),
+    }
+}
+
+/// Builds the HNSW indexes of tenants that crossed the threshold.
+pub async fn vector_indexes(store: &Store, limits: &Limits, report: &mut MaintenanceReport) {
+    let policy = VectorIndexPolicy {
+        min_rows: limits.vector_index_min_rows,
+        max_builds_per_run: 4,
+    };
+    match store.maintain_vector_indexes(policy).await {
+        Ok(r) => report.vector_indexes = Some(r),
+        Err(e) => report.errors.push(format!("vector indexes: {e}")),
+    }
+}
+
+pub async fn run_all(store: &Store, limits: &Limits) -> MaintenanceReport {
+    let mut report = MaintenanceReport::default();
+    housekeeping(store, &mut report).await;
+    vector_indexes(store, limits, &mut report).await;
+    for e in &report.errors {
+        tracing::warn!(error = %e, "maintenance step failed");
+    }
+    report
+}

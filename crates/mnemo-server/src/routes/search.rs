@@ -1,0 +1,343 @@
+//! `POST /v1/memories/search`: vector, full-text or hybrid (reciprocal rank fusion) search over the
+//! key's tenant, with filters and optional depth-1 graph expansion.
+
+use std::collections::HashMap;
+
+use axum::extract::State;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use mnemo_core::{Embedding, Invalid, Permission, Resource};
+use mnemo_store::relationships::Relationship;
+use mnemo_store::search::{self, Hit, Strategy};
+
+use crate::auth::TenantCtx;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::ApiJson;
+use crate::ops::{run, Op};
+use crate::routes::memories::{build_filter, MemoryOut};
+use crate::state::AppState;
+
+/// Rank constant of reciprocal rank fusion (the usual 60).
+const RRF_K: f64 = 60.0;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(search_memories))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Cosine similarity to `vector` or to the embedding of `query`.
+    Vector,
+    /// PostgreSQL full-text search of `query` (web-search syntax).
+    Text,
+    /// Both, fused by reciprocal rank.
+    Hybrid,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchFilter {
+    /// JSON that `content` must contain (JSONB `@>`).
+    #[schema(value_type = Option<Object>)]
+    pub contains: Option<Value>,
+    /// Tags that must all be present.
+    pub tags: Option<Vec<String>>,
+    /// Tags of which at least one must be present.
+    pub any_tags: Option<Vec<String>>,
+    pub min_relevance: Option<f64>,
+    pub max_relevance: Option<f64>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchInput {
+    /// Text to search for; embedded by the server for vector and hybrid modes.
+    pub query: Option<String>,
+    /// A 384-dimensional query vector (instead of embedding `query`).
+    pub vector: Option<Vec<f64>>,
+    /// Results wanted, 1 to 100 (default 10).
+    pub k: Option<i64>,
+    /// Default: `vector` when a vector is given, else `hybrid` (or `text` without an embedder).
+    pub mode: Option<Mode>,
+    pub filter: Option<SearchFilter>,
+    /// Vector results below this cosine similarity are dropped.
+    pub min_similarity: Option<f64>,
+    /// Attach each result's direct neighbours in the knowledge graph.
+    #[serde(default)]
+    pub expand: bool,
+    #[serde(default)]
+    pub include_embedding: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Related {
+    pub relationship: Relationship,
+    pub memory: MemoryOut,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchHit {
+    /// Ranking score: similarity (vector), text rank (text) or fused reciprocal rank (hybrid).
+    pub score: f64,
+    /// Cosine similarity to the query vector, when the vector search found this memory.
+    pub similarity: Option<f64>,
+    /// 1-based ranks in the vector and text result lists.
+    pub vector_rank: Option<usize>,
+    pub text_rank: Option<usize>,
+    pub memory: MemoryOut,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub related: Option<Vec<Related>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchOut {
+    pub mode: Mode,
+    /// How the vector part was answered: `exact` or the tenant's own `hnsw` index.
+    pub strategy: Option<Strategy>,
+    pub results: Vec<SearchHit>,
+}
+
+struct Plan {
+    mode: Mode,
+    text: Option<String>,
+    vector: Option<Vec<f32>>,
+    k: i64,
+}
+
+async fn plan(state: &AppState, input: &mut SearchInput) -> ApiResult<Plan> {
+    let k = input.k.unwrap_or(10);
+    if !(1..=state.limits.max_k as i64).contains(&k) {
+        return Err(
+            Invalid::new("k", format!("must be between 1 and {}", state.limits.max_k)).into(),
+        );
+    }
+    let text = input.query.take();
+    if let Some(q) = &text {
+        if q.trim().is_empty() || q.chars().count() > 2000 || q.contains('\0') {
+            return Err(Invalid::new("query", "must be 1 to 2000 characters, not blank").into());
+        }
+    }
+    let given = input
+        .vector
+        .take()
+        .map(|v| Embedding::parse_f64("vector", &v))
+        .transpose()?;
+    if text.is_none() && given.is_none() {
+        return Err(Invalid::new("query", "send `query` (text) or `vector`").into());
+    }
+    let mode = input.mode.unwrap_or(match (&given, &state.embedder) {
+        (Some(_), _) => Mode::Vector,
+        (None, Some(_)) => Mode::Hybrid,
+        (None, None) => Mode::Text,
+    });
+    if mode != Mode::Vector && text.is_none() {
+        return Err(Invalid::new("query", "text and hybrid modes need `query`").into());
+    }
+    let vector = match (mode, given) {
+        (Mode::Text, _) => None,
+        (_, Some(v)) => Some(v.into_vec()),
+        (_, None) => {
+            let embedder = state.embedder.as_ref().ok_or_else(|| {
+                ApiError::unprocessable(
+                    "no embedder is configured: send `vector`, or use mode \"text\"",
+                )
+            })?;
+            let mut v = embedder
+                .embed(vec![text.clone().unwrap_or_default()])
+                .await?;
+            Some(
+                v.pop()
+                    .ok_or_else(|| ApiError::internal("the embedder returned no vector"))?,
+            )
+        }
+    };
+    Ok(Plan {
+        mode,
+        text,
+        vector,
+        k,
+    })
+}
+
+/// Reciprocal rank fusion of two ranked lists.
+fn fuse(
+    vector: Vec<Hit>,
+    text: Vec<Hit>,
+    k: usize,
+) -> Vec<(Hit, f64, Option<usize>, Option<usize>, Option<f64>)> {
+    let mut by_id: HashMap<Uuid, (Hit, f64, Option<usize>, Option<usize>, Option<f64>)> =
+        HashMap::new();
+    for (i, h) in vector.into_iter().enumerate() {
+        let sim = 1.0 - h.score;
+        by_id.insert(
+            h.memory.id,
+            (
+                h,
+                1.0 / (RRF_K + (i + 1) as f64),
+                Some(i + 1),
+                None,
+                Some(sim),
+            ),
+        );
+    }
+    for (i, h) in text.into_iter().enumerate() {
+        let add = 1.0 / (RRF_K + (i + 1) as f64);
+        by_id
+            .entry(h.memory.id)
+            .and_modify(|e| {
+                e.1 += add;
+                e.3 = Some(i + 1);
+            })
+            .or_insert((h, add, None, Some(i + 1), None));
+    }
+    let mut all: Vec<_> = by_id.into_values().collect();
+    all.sort_by(|a, b| {
+        b.1.total_cmp(&a.1)
+            .then_with(|| a.0.memory.memory_id.cmp(&b.0.memory.memory_id))
+    });
+    all.truncate(k);
+    all
+}
+
+#[utoipa::path(post, path = "/v1/memories/search", tag = "memories", request_body = SearchInput,
+    responses((status = 200, body = SearchOut), (status = 422, body = crate::error::ErrorBody)),
+    security(("api_key" = [])))]
+async fn search_memories(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    ApiJson(mut input): ApiJson<SearchInput>,
+) -> ApiResult<Json<SearchOut>> {
+    let plan = plan(&state, &mut input).await?;
+    let f = input.filter.take().unwrap_or_default();
+    let filter = build_filter(
+        &state.limits,
+        f.contains,
+        f.tags,
+        f.any_tags,
+        f.min_relevance,
+        f.max_relevance,
+        f.created_after,
+        f.created_before,
+    )?;
+    let min_similarity = input.min_similarity;
+    if min_similarity.is_some_and(|s| !(-1.0..=1.0).contains(&s)) {
+        return Err(Invalid::new("min_similarity", "must be between -1 and 1").into());
+    }
+    let strategy = if state.store.has_vector_index(ctx.key.scope.tenant_id()) {
+        Strategy::Hnsw
+    } else {
+        Strategy::Exact
+    };
+    let ef_search = state.limits.ef_search.max(plan.k as i32 * 2);
+    let (expand, with_embedding) = (input.expand, input.include_embedding);
+    let op = Op::new("memory.search", Resource::Memories, Permission::Read, "*");
+    let mode = plan.mode;
+    let (hits, related) = run(&state, &ctx, op, |tx| {
+        Box::pin(async move {
+            // Hybrid fuses longer lists than it returns, so a memory ranked well by one side
+            // and modestly by the other can still surface.
+            let depth = if mode == Mode::Hybrid {
+                (plan.k * 4).min(200)
+            } else {
+                plan.k
+            };
+            let mut vector_hits = match &plan.vector {
+                Some(v) => {
+                    search::vector(tx, v, depth, &filter, strategy, ef_search, with_embedding)
+                        .await?
+                }
+                None => Vec::new(),
+            };
+            if let Some(min) = min_similarity {
+                vector_hits.retain(|h| 1.0 - h.score >= min);
+            }
+            let text_hits = match (&plan.text, mode) {
+                (Some(q), Mode::Text | Mode::Hybrid) => {
+                    search::text(tx, q, depth, &filter, with_embedding).await?
+                }
+                _ => Vec::new(),
+            };
+            let hits: Vec<_> = match mode {
+                Mode::Vector => vector_hits
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, h)| {
+                        let sim = 1.0 - h.score;
+                        (h, sim, Some(i + 1), None, Some(sim))
+                    })
+                    .collect(),
+                Mode::Text => text_hits
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, h)| {
+                        let s = h.score;
+                        (h, s, None, Some(i + 1), None)
+                    })
+                    .collect(),
+                Mode::Hybrid => fuse(vector_hits, text_hits, plan.k as usize),
+            };
+            let related = if expand && !hits.is_empty() {
+                let ids: Vec<Uuid> = hits.iter().map(|h| h.0.memory.id).collect();
+                Some(search::adjacent(tx, &ids, (ids.len() as i64) * 10).await?)
+            } else {
+                None
+            };
+            Ok((hits, related))
+        })
+    })
+    .await?;
+
+    let mut neighbours: HashMap<Uuid, Vec<Related>> = HashMap::new();
+    if let Some((edges, memories)) = related {
+        let by_id: HashMap<Uuid, &mnemo_store::memories::Memory> =
+            memories.iter().map(|m| (m.id, m)).collect();
+        let hit_by_id: HashMap<Uuid, &mnemo_store::memories::Memory> =
+            hits.iter().map(|h| (h.0.memory.id, &h.0.memory)).collect();
+        for (source, target, rel) in edges {
+            for (at, other) in [(source, target), (target, source)] {
+                if !hit_by_id.contains_key(&at) {
+                    continue;
+                }
+                let Some(m) = by_id
+                    .get(&other)
+                    .copied()
+                    .or_else(|| hit_by_id.get(&other).copied())
+                else {
+                    continue;
+                };
+                neighbours.entry(at).or_default().push(Related {
+                    relationship: rel.clone(),
+                    memory: MemoryOut::from(m.clone()),
+                });
+            }
+        }
+    }
+    let results = hits
+        .into_iter()
+        .map(|(hit, score, vector_rank, text_rank, similarity)| {
+            let related = expand.then(|| neighbours.remove(&hit.memory.id).unwrap_or_default());
+            SearchHit {
+                score,
+                similarity,
+                vector_rank,
+                text_rank,
+                memory: hit.memory.into(),
+                related,
+            }
+        })
+        .collect();
+    Ok(Json(SearchOut {
+        mode,
+        strategy: (mode != Mode::Text).then_some(strategy),
+        results,
+    }))
+}

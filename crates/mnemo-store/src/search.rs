@@ -1,0 +1,319 @@
+//! Search over one tenant's memories: vector (cosine), full-text, and the per-tenant HNSW indexes
+//! that keep vector search fast for large tenants without losing recall for small ones.
+//!
+//! Why not one global ANN index: with `WHERE tenant_id = …` a global IVFFlat/HNSW index returns
+//! neighbours of other tenants that the filter then drops, so small tenants get short, wrong result
+//! lists (measured: recall@10 0.33 for tenants of ≤ 100 rows). Mnemo searches a tenant exactly (its
+//! rows via the B-tree on `tenant_id`, sorted by distance) until the tenant holds
+//! [`VectorIndexPolicy::min_rows`] embedded memories; then a background job builds a partial HNSW
+//! index for that tenant alone, and searches use it with pgvector's iterative scan so filters do
+//! not starve the result list.
+
+use std::collections::HashSet;
+
+use pgvector::Vector;
+use sqlx::{FromRow, PgPool, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use crate::memories::{columns, Memory, MemoryFilter};
+use crate::{Result, Store, TenantTx};
+
+/// How a vector query was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Every embedded row of the tenant compared: exact.
+    Exact,
+    /// The tenant's own HNSW index, iterative scan.
+    Hnsw,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct Hit {
+    #[sqlx(flatten)]
+    pub memory: Memory,
+    /// Cosine distance for vector hits; text rank for text hits.
+    pub score: f64,
+}
+
+/// Name of the partial HNSW index of a tenant.
+pub fn index_name(tenant: Uuid) -> String {
+    format!("cm_hnsw_{}", tenant.simple())
+}
+
+/// Nearest memories to `query` by cosine distance, at most `k`, with the filter applied.
+pub async fn vector(
+    tx: &mut TenantTx,
+    query: &[f32],
+    k: i64,
+    filter: &MemoryFilter,
+    strategy: Strategy,
+    ef_search: i32,
+    with_embedding: bool,
+) -> Result<Vec<Hit>> {
+    let q = Vector::from(query.to_vec());
+    let tenant = tx.tenant_id();
+    let cols = columns(with_embedding);
+    let mut qb: QueryBuilder<Postgres> = QueryBuilder::new("");
+    match strategy {
+        Strategy::Exact => {
+            // MATERIALIZED keeps the planner from reaching for any vector index: the tenant's rows
+            // come from the tenant_id B-tree and are all compared.
+            qb.push(format!(
+                "WITH c AS MATERIALIZED (SELECT {cols}, m.embedding <=> "
+            ));
+            qb.push_bind(q);
+            qb.push(" AS score FROM contextual_memories m WHERE m.tenant_id = ");
+            qb.push_bind(tenant);
+            qb.push(" AND m.embedding IS NOT NULL");
+            filter.push_conditions(&mut qb);
+            qb.push(") SELECT * FROM c ORDER BY score, memory_id LIMIT ");
+            qb.push_bind(k);
+        }
+        Strategy::Hnsw => {
+            sqlx::query(
+                "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),
+                        set_config('hnsw.ef_search', $1, true)",
+            )
+            .bind(ef_search.to_string())
+            .execute(&mut **tx)
+            .await?;
+            // The tenant id is a literal so the planner can match the partial index's predicate
+            // (a parameter would not prove it); a Uuid renders only hex digits and dashes.
+            qb.push(format!(
+                "WITH c AS MATERIALIZED (SELECT {cols}, m.embedding <=> "
+            ));
+            qb.push_bind(q.clone());
+            qb.push(format!(
+                " AS score FROM contextual_memories m WHERE m.tenant_id = '{tenant}'::uuid AND m.embedding IS NOT NULL"
+            ));
+            filter.push_conditions(&mut qb);
+            qb.push(" ORDER BY m.embedding <=> ");
+            qb.push_bind(q);
+            qb.push(" LIMIT ");
+            qb.push_bind(k);
+            qb.push(") SELECT * FROM c ORDER BY score, memory_id");
+        }
+    }
+    Ok(qb.build_query_as().fetch_all(&mut **tx).await?)
+}
+
+/// Full-text matches of `query`: memories containing any of its words (stemmed, stop words
+/// ignored), best first by `ts_rank_cd`, so memories matching more of the words rank higher.
+pub async fn text(
+    tx: &mut TenantTx,
+    query: &str,
+    k: i64,
+    filter: &MemoryFilter,
+    with_embedding: bool,
+) -> Result<Vec<Hit>> {
+    let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!(
+        "SELECT {}, ts_rank_cd(m.search_tsv, q)::float8 AS score
+         FROM contextual_memories m, websearch_to_tsquery('english', ",
+        columns(with_embedding)
+    ));
+    qb.push_bind(any_word(query));
+    qb.push(") AS q WHERE m.tenant_id = ");
+    qb.push_bind(tx.tenant_id());
+    qb.push(" AND m.search_tsv @@ q");
+    filter.push_conditions(&mut qb);
+    qb.push(" ORDER BY score DESC, m.memory_id LIMIT ");
+    qb.push_bind(k);
+    Ok(qb.build_query_as().fetch_all(&mut **tx).await?)
+}
+
+/// The words of `query` joined by ` or ` for `websearch_to_tsquery`, which never fails to parse.
+fn any_word(query: &str) -> String {
+    query
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
+
+/// When a tenant gets its own HNSW index.
+#[derive(Debug, Clone, Copy)]
+pub struct VectorIndexPolicy {
+    /// Embedded memories at which a tenant gets an index.
+    pub min_rows: i64,
+    /// At most this many index builds per run (each takes seconds to minutes).
+    pub max_builds_per_run: usize,
+}
+
+/// What one run of [`Store::maintain_vector_indexes`] did.
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct IndexReport {
+    pub built: Vec<Uuid>,
+    pub dropped: Vec<String>,
+    pub indexed_tenants: usize,
+}
+
+impl Store {
+    /// Whether searches of this tenant should use its HNSW index (from the cache).
+    pub fn has_vector_index(&self, tenant: Uuid) -> bool {
+        self.vector_indexes
+            .read()
+            .is_ok_and(|set| set.contains(&tenant))
+    }
+
+    /// Reloads the cache of tenants with an HNSW index from the catalog.
+    pub async fn refresh_vector_index_cache(&self) -> Result<usize> {
+        let set = self.indexed_tenants().await?;
+        let n = set.len();
+        if let Ok(mut cache) = self.vector_indexes.write() {
+            *cache = set;
+        }
+        Ok(n)
+    }
+
+    /// Tenants that have a valid HNSW index of their own.
+    pub async fn indexed_tenants(&self) -> Result<HashSet<Uuid>> {
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+             WHERE i.indrelid = 'contextual_memories'::regclass AND c.relname LIKE 'cm\\_hnsw\\_%'
+               AND i.indisvalid AND i.indisready",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(names
+            .iter()
+            .filter_map(|n| n.strip_prefix("cm_hnsw_")?.parse().ok())
+            .collect())
+    }
+
+    /// Builds missing per-tenant HNSW indexes (CONCURRENTLY: writes go on meanwhile) for tenants
+    /// over the threshold, and drops invalid leftovers and indexes of deleted tenants. Safe to run
+    /// from several processes: an advisory lock lets one build at a time.
+    pub async fn maintain_vector_indexes(&self, policy: VectorIndexPolicy) -> Result<IndexReport> {
+        let mut conn = self.pool.acquire().await?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(727273)")
+            .fetch_one(&mut *conn)
+            .await?;
+        if !locked {
+            let indexed_tenants = self.refresh_vector_index_cache().await?;
+            return Ok(IndexReport {
+                indexed_tenants,
+                ..Default::default()
+            });
+        }
+        let result = maintain(&self.pool, &mut conn, policy).await;
+        let _ = sqlx::query("SELECT pg_advisory_unlock(727273)")
+            .execute(&mut *conn)
+            .await;
+        let mut report = result?;
+        report.indexed_tenants = self.refresh_vector_index_cache().await?;
+        Ok(report)
+    }
+}
+
+async fn maintain(
+    pool: &PgPool,
+    conn: &mut sqlx::PgConnection,
+    policy: VectorIndexPolicy,
+) -> Result<IndexReport> {
+    let mut report = IndexReport::default();
+    // Invalid indexes (a build that was interrupted) and indexes of tenants that are gone.
+    let stale: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+         WHERE i.indrelid = 'contextual_memories'::regclass AND c.relname LIKE 'cm\\_hnsw\\_%'
+           AND (NOT i.indisvalid OR NOT EXISTS (
+                SELECT 1 FROM tenants t WHERE 'cm_hnsw_' || replace(t.id::text, '-', '') = c.relname))",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for name in stale {
+        sqlx::query(&format!("DROP INDEX CONCURRENTLY IF EXISTS \"{name}\""))
+            .execute(&mut *conn)
+            .await?;
+        report.dropped.push(name);
+    }
+    let existing = Store::from_pool(pool.clone()).indexed_tenants().await?;
+    let big: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT tenant_id FROM contextual_memories WHERE embedding IS NOT NULL
+         GROUP BY tenant_id HAVING count(*) >= $1 ORDER BY count(*) DESC",
+    )
+    .bind(policy.min_rows)
+    .fetch_all(&mut *conn)
+    .await?;
+    for tenant in big
+        .into_iter()
+        .filter(|t| !existing.contains(t))
+        .take(policy.max_builds_per_run)
+    {
+        let name = index_name(tenant);
+        tracing::info!(%tenant, index = %name, "building the tenant's HNSW index");
+        sqlx::query("SET maintenance_work_mem = '512MB'")
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query(&format!(
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS \"{name}\" ON contextual_memories
+             USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)
+             WHERE tenant_id = '{tenant}'::uuid"
+        ))
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query("RESET maintenance_work_mem")
+            .execute(&mut *conn)
+            .await?;
+        report.built.push(tenant);
+    }
+    Ok(report)
+}
+
+/// Depth-1 graph expansion of search hits: the edges touching any of `ids` (strongest first, at
+/// most `limit`) and the memories at their other ends.
+pub async fn adjacent(
+    tx: &mut TenantTx,
+    ids: &[Uuid],
+    limit: i64,
+) -> Result<(
+    Vec<(Uuid, Uuid, crate::relationships::Relationship)>,
+    Vec<Memory>,
+)> {
+    #[derive(FromRow)]
+    struct Edge {
+        source_uuid: Uuid,
+        target_uuid: Uuid,
+        #[sqlx(flatten)]
+        rel: crate::relationships::Relationship,
+    }
+    let edges: Vec<Edge> = sqlx::query_as(
+        "SELECT r.source_memory_id AS source_uuid, r.target_memory_id AS target_uuid,
+                r.id, s.memory_id AS source, t.memory_id AS target, r.relationship_type, r.weight,
+                r.metadata, r.created_at
+         FROM memory_relationships r
+         JOIN contextual_memories s ON s.tenant_id = r.tenant_id AND s.id = r.source_memory_id
+         JOIN contextual_memories t ON t.tenant_id = r.tenant_id AND t.id = r.target_memory_id
+         WHERE r.tenant_id = $1 AND (r.source_memory_id = ANY($2) OR r.target_memory_id = ANY($2))
+           AND (s.expires_at IS NULL OR s.expires_at > now()) AND (t.expires_at IS NULL OR t.expires_at > now())
+         ORDER BY r.weight DESC, r.created_at, r.id
+         LIMIT $3",
+    )
+    .bind(tx.tenant_id())
+    .bind(ids)
+    .bind(limit)
+    .fetch_all(&mut **tx)
+    .await?;
+    let others: Vec<Uuid> = edges
+        .iter()
+        .flat_map(|e| [e.source_uuid, e.target_uuid])
+        .filter(|id| !ids.contains(id))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let memories: Vec<Memory> = sqlx::query_as(&format!(
+        "SELECT {} FROM contextual_memories m WHERE m.tenant_id = $1 AND m.id = ANY($2)",
+        columns(false)
+    ))
+    .bind(tx.tenant_id())
+    .bind(&others)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok((
+        edges
+            .into_iter()
+            .map(|e| (e.source_uuid, e.target_uuid, e.rel))
+            .collect(),
+        memories,
+    ))
+}
