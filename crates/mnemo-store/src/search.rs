@@ -51,43 +51,97 @@ pub async fn vector(
     ef_search: i32,
     with_embedding: bool,
 ) -> Result<Vec<Hit>> {
+    configure(tx, strategy, ef_search).await?;
+    let mut qb = QueryBuilder::new("");
+    push_vector_sql(&mut qb, tx.tenant_id(), query, k, filter, strategy, with_embedding);
+    let hits = qb.build_query_as().fetch_all(&mut **tx).await?;
+    restore(tx, strategy).await?;
+    Ok(hits)
+}
+
+/// The plan PostgreSQL chooses for [`vector`] (`EXPLAIN` text), so tests can prove which index a
+/// strategy uses.
+pub async fn explain_vector(
+    tx: &mut TenantTx,
+    query: &[f32],
+    k: i64,
+    filter: &MemoryFilter,
+    strategy: Strategy,
+) -> Result<String> {
+    configure(tx, strategy, 100).await?;
+    let mut qb = QueryBuilder::new("EXPLAIN ");
+    push_vector_sql(&mut qb, tx.tenant_id(), query, k, filter, strategy, false);
+    let lines: Vec<String> = qb.build_query_scalar().fetch_all(&mut **tx).await?;
+    restore(tx, strategy).await?;
+    Ok(lines.join("\n"))
+}
+
+/// HNSW searches scan iteratively (relaxed order, re-sorted after) so that filters cannot leave
+/// the result list short. The planner is steered to the tenant's index (scans that would need a
+/// sort are discouraged): with fresh rows its statistics may still call the tenant tiny, and a
+/// sort over a large tenant is what the index exists to avoid.
+async fn configure(tx: &mut TenantTx, strategy: Strategy, ef_search: i32) -> Result<()> {
+    if strategy == Strategy::Hnsw {
+        sqlx::query(
+            "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),
+                    set_config('hnsw.ef_search', $1, true),
+                    set_config('enable_seqscan', 'off', true),
+                    set_config('enable_bitmapscan', 'off', true),
+                    set_config('enable_sort', 'off', true)",
+        )
+        .bind(ef_search.to_string())
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Gives the rest of the transaction the planner's defaults back.
+async fn restore(tx: &mut TenantTx, strategy: Strategy) -> Result<()> {
+    if strategy == Strategy::Hnsw {
+        sqlx::query(
+            "SELECT set_config('enable_seqscan', 'on', true), set_config('enable_bitmapscan', 'on', true),
+                    set_config('enable_sort', 'on', true)",
+        )
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+fn push_vector_sql(
+    qb: &mut QueryBuilder<'_, Postgres>,
+    tenant: Uuid,
+    query: &[f32],
+    k: i64,
+    filter: &MemoryFilter,
+    strategy: Strategy,
+    with_embedding: bool,
+) {
     let q = Vector::from(query.to_vec());
-    let tenant = tx.tenant_id();
     let cols = columns(with_embedding);
-    let mut qb: QueryBuilder<Postgres> = QueryBuilder::new("");
     match strategy {
         Strategy::Exact => {
             // MATERIALIZED keeps the planner from reaching for any vector index: the tenant's rows
             // come from the tenant_id B-tree and are all compared.
-            qb.push(format!(
-                "WITH c AS MATERIALIZED (SELECT {cols}, m.embedding <=> "
-            ));
+            qb.push(format!("WITH c AS MATERIALIZED (SELECT {cols}, m.embedding <=> "));
             qb.push_bind(q);
             qb.push(" AS score FROM contextual_memories m WHERE m.tenant_id = ");
             qb.push_bind(tenant);
             qb.push(" AND m.embedding IS NOT NULL");
-            filter.push_conditions(&mut qb);
+            filter.push_conditions(qb);
             qb.push(") SELECT * FROM c ORDER BY score, memory_id LIMIT ");
             qb.push_bind(k);
         }
         Strategy::Hnsw => {
-            sqlx::query(
-                "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),
-                        set_config('hnsw.ef_search', $1, true)",
-            )
-            .bind(ef_search.to_string())
-            .execute(&mut **tx)
-            .await?;
             // The tenant id is a literal so the planner can match the partial index's predicate
             // (a parameter would not prove it); a Uuid renders only hex digits and dashes.
-            qb.push(format!(
-                "WITH c AS MATERIALIZED (SELECT {cols}, m.embedding <=> "
-            ));
+            qb.push(format!("WITH c AS MATERIALIZED (SELECT {cols}, m.embedding <=> "));
             qb.push_bind(q.clone());
             qb.push(format!(
                 " AS score FROM contextual_memories m WHERE m.tenant_id = '{tenant}'::uuid AND m.embedding IS NOT NULL"
             ));
-            filter.push_conditions(&mut qb);
+            filter.push_conditions(qb);
             qb.push(" ORDER BY m.embedding <=> ");
             qb.push_bind(q);
             qb.push(" LIMIT ");
@@ -95,7 +149,6 @@ pub async fn vector(
             qb.push(") SELECT * FROM c ORDER BY score, memory_id");
         }
     }
-    Ok(qb.build_query_as().fetch_all(&mut **tx).await?)
 }
 
 /// Full-text matches of `query`: memories containing any of its words (stemmed, stop words
