@@ -9,6 +9,10 @@ run:
 test:
 	@bash scripts/test.sh
 
+# The benchmark (see README): `make bench ARGS="--memories 1000000"`.
+bench:
+	@bash scripts/bench.sh $(ARGS)
+
 build:
 	cargo build --release -p mnemo
 
