@@ -35,7 +35,7 @@ impl Default for Limits {
             max_graph_depth: 3,
             max_graph_nodes: 500,
             max_k: 100,
-            ef_search: 100,
+            ef_search: 400,
             vector_index_min_rows: 10_000,
         }
     }

@@ -375,3 +375,5 @@ SELECT create_time_partitions(3);
 
 REVOKE EXECUTE ON FUNCTION refresh_analytics_views(), clean_expired_memories(), archive_old_audit_logs(integer),
     create_time_partitions(integer), mnemo_tenant_project(uuid) FROM PUBLIC;
+-- The federated_sessions read policy calls mnemo_tenant_project() as the querying role.
+GRANT EXECUTE ON FUNCTION mnemo_tenant_project(uuid) TO mnemo_app;

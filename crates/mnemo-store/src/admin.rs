@@ -364,13 +364,13 @@ impl Store {
 
     /// Revokes a key of the tenant; revoking twice keeps the first revocation time.
     pub async fn revoke_api_key(&self, tenant_id: &str, key_id: Uuid) -> Result<ApiKey> {
-        sqlx::query_as(&format!(
+        sqlx::query_as(
             "UPDATE api_keys k SET revoked_at = coalesce(k.revoked_at, now())
              FROM tenants t
              WHERE k.id = $2 AND k.tenant_id = t.id AND t.tenant_id = $1
              RETURNING k.id, k.tenant_id AS tenant_uuid, k.name, k.prefix, k.scopes, k.expires_at,
-                       k.revoked_at, k.last_used_at, k.created_at"
-        ))
+                       k.revoked_at, k.last_used_at, k.created_at",
+        )
         .bind(tenant_id)
         .bind(key_id)
         .fetch_optional(&self.pool)
@@ -381,7 +381,8 @@ impl Store {
     /// Looks a presented key up by the hash of its secret. `None` for an unknown, revoked or expired
     /// key, or one whose tenant is deactivated: the caller answers all of them alike.
     pub async fn authenticate(&self, secret: &str) -> Result<Option<AuthenticatedKey>> {
-        let row: Option<(Uuid, Uuid, String, Vec<String>, Option<DateTime<Utc>>)> = sqlx::query_as(
+        type KeyRow = (Uuid, Uuid, String, Vec<String>, Option<DateTime<Utc>>);
+        let row: Option<KeyRow> = sqlx::query_as(
             "SELECT k.id, k.tenant_id, t.tenant_id, k.scopes, k.last_used_at
              FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
              WHERE k.key_hash = $1 AND k.revoked_at IS NULL

@@ -53,7 +53,15 @@ pub async fn vector(
 ) -> Result<Vec<Hit>> {
     configure(tx, strategy, ef_search).await?;
     let mut qb = QueryBuilder::new("");
-    push_vector_sql(&mut qb, tx.tenant_id(), query, k, filter, strategy, with_embedding);
+    push_vector_sql(
+        &mut qb,
+        tx.tenant_id(),
+        query,
+        k,
+        filter,
+        strategy,
+        with_embedding,
+    );
     let hits = qb.build_query_as().fetch_all(&mut **tx).await?;
     restore(tx, strategy).await?;
     Ok(hits)
@@ -119,25 +127,22 @@ fn push_vector_sql(
     with_embedding: bool,
 ) {
     let q = Vector::from(query.to_vec());
-    let cols = columns(with_embedding);
+    // Ranking touches only ids and vectors; the k winners' full rows are read afterwards.
+    // MATERIALIZED keeps the ranking a separate step the planner cannot rewrite.
+    qb.push("WITH c AS MATERIALIZED (SELECT m.id, m.embedding <=> ");
+    qb.push_bind(q.clone());
     match strategy {
         Strategy::Exact => {
-            // MATERIALIZED keeps the planner from reaching for any vector index: the tenant's rows
-            // come from the tenant_id B-tree and are all compared.
-            qb.push(format!("WITH c AS MATERIALIZED (SELECT {cols}, m.embedding <=> "));
-            qb.push_bind(q);
+            // Every embedded row of the tenant (via the tenant_id B-tree) is compared.
             qb.push(" AS score FROM contextual_memories m WHERE m.tenant_id = ");
             qb.push_bind(tenant);
             qb.push(" AND m.embedding IS NOT NULL");
             filter.push_conditions(qb);
-            qb.push(") SELECT * FROM c ORDER BY score, memory_id LIMIT ");
-            qb.push_bind(k);
+            qb.push(" ORDER BY score LIMIT ");
         }
         Strategy::Hnsw => {
             // The tenant id is a literal so the planner can match the partial index's predicate
             // (a parameter would not prove it); a Uuid renders only hex digits and dashes.
-            qb.push(format!("WITH c AS MATERIALIZED (SELECT {cols}, m.embedding <=> "));
-            qb.push_bind(q.clone());
             qb.push(format!(
                 " AS score FROM contextual_memories m WHERE m.tenant_id = '{tenant}'::uuid AND m.embedding IS NOT NULL"
             ));
@@ -145,10 +150,15 @@ fn push_vector_sql(
             qb.push(" ORDER BY m.embedding <=> ");
             qb.push_bind(q);
             qb.push(" LIMIT ");
-            qb.push_bind(k);
-            qb.push(") SELECT * FROM c ORDER BY score, memory_id");
         }
     }
+    qb.push_bind(k);
+    qb.push(format!(
+        ") SELECT {}, c.score FROM c JOIN contextual_memories m ON m.tenant_id = ",
+        columns(with_embedding)
+    ));
+    qb.push_bind(tenant);
+    qb.push(" AND m.id = c.id ORDER BY c.score, m.memory_id");
 }
 
 /// Full-text matches of `query`: memories containing any of its words (stemmed, stop words
@@ -236,7 +246,7 @@ impl Store {
 
     /// Builds missing per-tenant HNSW indexes (CONCURRENTLY: writes go on meanwhile) for tenants
     /// over the threshold, and drops invalid leftovers and indexes of deleted tenants. Safe to run
-    /// from several processes: an advisory lock lets one build at a time.
+    /// from several processes: an advisory lock makes them take turns.
     pub async fn maintain_vector_indexes(&self, policy: VectorIndexPolicy) -> Result<IndexReport> {
         let mut conn = self.pool.acquire().await?;
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(727273)")

@@ -95,7 +95,7 @@ pub struct ServeArgs {
     pub max_graph_nodes: i64,
 
     /// `hnsw.ef_search` for tenants searched through their own HNSW index.
-    #[arg(long, env = "MNEMO_EF_SEARCH", default_value_t = 100)]
+    #[arg(long, env = "MNEMO_EF_SEARCH", default_value_t = 400)]
     pub ef_search: i32,
     /// Embedded memories at which a tenant gets its own HNSW index (smaller tenants are searched
     /// exactly).
