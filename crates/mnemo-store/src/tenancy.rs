@@ -80,12 +80,12 @@ impl DerefMut for TenantTx {
 impl Store {
     pub async fn begin_tenant(&self, scope: &TenantScope) -> Result<TenantTx> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "SELECT set_config('role', 'mnemo_app', true), set_config('app.tenant_id', $1, true)",
-        )
-        .bind(scope.tenant.to_string())
-        .execute(&mut *tx)
-        .await?;
+        // Plain `SET LOCAL` statements: Citus forwards these to its workers, which it does not do
+        // for set_config(). A Uuid renders only hex digits and dashes, so the literal cannot be an
+        // injection.
+        sqlx::query("SET LOCAL ROLE mnemo_app").execute(&mut *tx).await?;
+        let set_tenant = format!("SET LOCAL app.tenant_id = '{}'", scope.tenant);
+        sqlx::query(&set_tenant).persistent(false).execute(&mut *tx).await?;
         Ok(TenantTx { tx, scope: *scope })
     }
 }
