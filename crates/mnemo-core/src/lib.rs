@@ -6,6 +6,8 @@
 //! - [`scope`]: API key scopes and the permissions they grant.
 //! - [`text`]: which text of a memory's JSON content is embedded and searched.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod scope;
 pub mod text;
 pub mod types;

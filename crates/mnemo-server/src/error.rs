@@ -113,19 +113,32 @@ impl From<StoreError> for ApiError {
                 let (code, message) = match constraint.as_str() {
                     "project_has_tenants" => (
                         "project_has_tenants",
-                        "the project still has tenants; delete them first or pass ?cascade=true".to_owned(),
+                        "the project still has tenants; delete them first or pass ?cascade=true"
+                            .to_owned(),
                     ),
-                    "projects_name_key" => ("project_exists", "a project with this name exists".to_owned()),
-                    "tenants_tenant_id_key" => ("tenant_exists", "a tenant with this tenant_id exists".to_owned()),
-                    "memory_relationships_tenant_id_source_memory_id_target_memory_id_relationship_type_key" => (
+                    "projects_name_key" => (
+                        "project_exists",
+                        "a project with this name exists".to_owned(),
+                    ),
+                    "tenants_tenant_id_key" => (
+                        "tenant_exists",
+                        "a tenant with this tenant_id exists".to_owned(),
+                    ),
+                    // PostgreSQL truncates generated constraint names to 63 bytes.
+                    "memory_relationships_tenant_id_source_memory_id_target_memo_key" => (
                         "relationship_exists",
                         "this relationship (source, target, type) exists".to_owned(),
                     ),
                     "tenant_access_policies_tenant_id_name_key" => {
                         ("policy_exists", "a policy with this name exists".to_owned())
                     }
-                    c if c.starts_with("memory_id exists") || c == "contextual_memories_tenant_memory_key" => {
-                        ("memory_exists", format!("a memory with this memory_id exists ({c})"))
+                    c if c.starts_with("memory_id exists")
+                        || c == "contextual_memories_tenant_memory_key" =>
+                    {
+                        (
+                            "memory_exists",
+                            format!("a memory with this memory_id exists ({c})"),
+                        )
                     }
                     c => ("conflict", format!("conflicts with existing data ({c})")),
                 };

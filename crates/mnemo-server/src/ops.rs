@@ -36,7 +36,8 @@ impl Op {
             action,
             resource,
             permission,
-            resource_id: id.into(),
+            // PostgreSQL text cannot hold NUL, and the audit row must be written anyway.
+            resource_id: id.into().replace('\0', "\u{fffd}"),
             success: StatusCode::OK,
         }
     }

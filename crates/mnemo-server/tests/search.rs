@@ -27,21 +27,40 @@ struct App {
 impl App {
     async fn start(embedder: Option<Arc<dyn mnemo_embed::Embedder>>) -> App {
         let db = TestDb::new().await;
-        let limits = Arc::new(Limits { vector_index_min_rows: 1000, ..Limits::default() });
+        let limits = Arc::new(Limits {
+            vector_index_min_rows: 1000,
+            ..Limits::default()
+        });
         let state = AppState {
             store: db.store.clone(),
             embedder,
             limits: limits.clone(),
             admin_key_hash: Arc::new(Sha256::digest(ADMIN.as_bytes()).to_vec()),
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         tokio::spawn(async move { axum::serve(listener, app(state)).await });
-        App { url, http: reqwest::Client::new(), db, limits }
+        App {
+            url,
+            http: reqwest::Client::new(),
+            db,
+            limits,
+        }
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, key: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self.http.request(method, format!("{}{}", self.url, path)).bearer_auth(key);
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{}", self.url, path))
+            .bearer_auth(key);
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -51,20 +70,40 @@ impl App {
     }
 
     async fn post(&self, path: &str, key: &str, body: Value) -> (u16, Value) {
-        self.call(reqwest::Method::POST, path, key, Some(body)).await
+        self.call(reqwest::Method::POST, path, key, Some(body))
+            .await
     }
 
     /// A new tenant with an all-scopes key; returns (tenant uuid, key).
     async fn tenant(&self, name: &str) -> (uuid::Uuid, String) {
-        let (s, p) = self.post("/v1/admin/projects", ADMIN, json!({"name": format!("p-{name}"), "owner_id": "t"})).await;
+        let (s, p) = self
+            .post(
+                "/v1/admin/projects",
+                ADMIN,
+                json!({"name": format!("p-{name}"), "owner_id": "t"}),
+            )
+            .await;
         assert_eq!(s, 201, "{p}");
         let (s, t) = self
-            .post("/v1/admin/tenants", ADMIN, json!({"tenant_id": name, "project_id": p["id"], "name": name}))
+            .post(
+                "/v1/admin/tenants",
+                ADMIN,
+                json!({"tenant_id": name, "project_id": p["id"], "name": name}),
+            )
             .await;
         assert_eq!(s, 201, "{t}");
-        let (s, k) = self.post(&format!("/v1/admin/tenants/{name}/keys"), ADMIN, json!({"name": "k", "scopes": ["*"]})).await;
+        let (s, k) = self
+            .post(
+                &format!("/v1/admin/tenants/{name}/keys"),
+                ADMIN,
+                json!({"name": "k", "scopes": ["*"]}),
+            )
+            .await;
         assert_eq!(s, 201, "{k}");
-        (t["id"].as_str().expect("id").parse().expect("uuid"), k["secret"].as_str().expect("secret").to_owned())
+        (
+            t["id"].as_str().expect("id").parse().expect("uuid"),
+            k["secret"].as_str().expect("secret").to_owned(),
+        )
     }
 
     async fn search(&self, key: &str, body: Value) -> Value {
@@ -75,7 +114,12 @@ impl App {
 }
 
 fn ids(v: &Value) -> Vec<String> {
-    v["results"].as_array().expect("results").iter().map(|r| r["memory"]["memory_id"].as_str().expect("id").to_owned()).collect()
+    v["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["memory"]["memory_id"].as_str().expect("id").to_owned())
+        .collect()
 }
 
 fn unit(v: Vec<f32>) -> Vec<f32> {
@@ -91,7 +135,9 @@ fn gaussian(rng: &mut StdRng) -> f32 {
 
 /// `n` clustered unit vectors.
 fn clustered(rng: &mut StdRng, n: usize) -> Vec<Vec<f32>> {
-    let centers: Vec<Vec<f32>> = (0..4).map(|_| unit((0..384).map(|_| gaussian(rng)).collect())).collect();
+    let centers: Vec<Vec<f32>> = (0..4)
+        .map(|_| unit((0..384).map(|_| gaussian(rng)).collect()))
+        .collect();
     (0..n)
         .map(|_| {
             let c = &centers[rng.gen_range(0..4)];
@@ -107,16 +153,25 @@ async fn ingest(app: &App, key: &str, prefix: &str, vectors: &[Vec<f32>]) {
             .enumerate()
             .map(|(i, v)| json!({"memory_id": format!("{prefix}{}", c * 1000 + i), "content": {"text": format!("note {i}")}, "embedding": v}))
             .collect();
-        let (s, b) = app.post("/v1/memories/batch", key, json!({ "memories": memories })).await;
+        let (s, b) = app
+            .post("/v1/memories/batch", key, json!({ "memories": memories }))
+            .await;
         assert_eq!(s, 201, "{b}");
     }
 }
 
 fn exact_top(vectors: &[Vec<f32>], q: &[f32], prefix: &str, k: usize) -> Vec<String> {
-    let mut scored: Vec<(f32, usize)> =
-        vectors.iter().enumerate().map(|(i, v)| (-v.iter().zip(q).map(|(a, b)| a * b).sum::<f32>(), i)).collect();
+    let mut scored: Vec<(f32, usize)> = vectors
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (-v.iter().zip(q).map(|(a, b)| a * b).sum::<f32>(), i))
+        .collect();
     scored.sort_by(|a, b| a.0.total_cmp(&b.0));
-    scored.into_iter().take(k).map(|(_, i)| format!("{prefix}{i}")).collect()
+    scored
+        .into_iter()
+        .take(k)
+        .map(|(_, i)| format!("{prefix}{i}"))
+        .collect()
 }
 
 #[tokio::test]
@@ -146,7 +201,8 @@ async fn recall_at_10_holds_in_every_tenant_size_bucket() {
             assert_eq!(v["strategy"], expected, "{name}");
             let truth = exact_top(vectors, &q, "m", 10);
             let served = ids(&v);
-            total += served.iter().filter(|s| truth.contains(s)).count() as f64 / truth.len() as f64;
+            total +=
+                served.iter().filter(|s| truth.contains(s)).count() as f64 / truth.len() as f64;
         }
         let recall = total / queries as f64;
         assert!(recall >= 0.98, "recall@10 of the {name} tenant is {recall}");
@@ -163,10 +219,20 @@ async fn each_strategy_uses_the_plan_it_claims() {
     let q = clustered(&mut rng, 1).remove(0);
     let scope = TenantScope::assume(tenant);
     let mut tx = app.db.store.begin_tenant(&scope).await.expect("tx");
-    let hnsw = explain_vector(&mut tx, &q, 10, &MemoryFilter::default(), Strategy::Hnsw).await.expect("explain");
-    assert!(hnsw.contains(&mnemo_store::search::index_name(tenant)), "HNSW plan:\n{hnsw}");
-    let exact = explain_vector(&mut tx, &q, 10, &MemoryFilter::default(), Strategy::Exact).await.expect("explain");
-    assert!(!exact.contains("cm_hnsw_"), "exact plan must not use a vector index:\n{exact}");
+    let hnsw = explain_vector(&mut tx, &q, 10, &MemoryFilter::default(), Strategy::Hnsw)
+        .await
+        .expect("explain");
+    assert!(
+        hnsw.contains(&mnemo_store::search::index_name(tenant)),
+        "HNSW plan:\n{hnsw}"
+    );
+    let exact = explain_vector(&mut tx, &q, 10, &MemoryFilter::default(), Strategy::Exact)
+        .await
+        .expect("explain");
+    assert!(
+        !exact.contains("cm_hnsw_"),
+        "exact plan must not use a vector index:\n{exact}"
+    );
     tx.rollback().await.expect("rollback");
 }
 
@@ -182,7 +248,13 @@ async fn search_never_returns_another_tenants_memory() {
     ingest(&app, &b, "b-", &vectors[..5]).await;
     for pair in [("a-0", "a-1"), ("b-0", "b-1")] {
         let key = if pair.0.starts_with('a') { &a } else { &b };
-        let (s, r) = app.post("/v1/relationships", key, json!({"source": pair.0, "target": pair.1, "relationship_type": "related_to"})).await;
+        let (s, r) = app
+            .post(
+                "/v1/relationships",
+                key,
+                json!({"source": pair.0, "target": pair.1, "relationship_type": "related_to"}),
+            )
+            .await;
         assert_eq!(s, 201, "{r}");
     }
     for body in [
@@ -193,7 +265,10 @@ async fn search_never_returns_another_tenants_memory() {
         let v = app.search(&b, body.clone()).await;
         let found = ids(&v);
         assert!(!found.is_empty(), "{body}");
-        assert!(found.iter().all(|id| id.starts_with("b-")), "{body}: {found:?}");
+        assert!(
+            found.iter().all(|id| id.starts_with("b-")),
+            "{body}: {found:?}"
+        );
         for r in v["results"].as_array().expect("results") {
             for rel in r["related"].as_array().expect("related") {
                 let other = rel["memory"]["memory_id"].as_str().expect("id");
@@ -212,11 +287,20 @@ async fn expired_memories_never_appear_in_search() {
     let soon = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
     let (s, _) = app.post("/v1/memories", &key, json!({"memory_id": "short", "content": {"text": "ephemeral"}, "embedding": v[0], "expires_at": soon})).await;
     assert_eq!(s, 201);
-    let (s, _) = app.post("/v1/memories", &key, json!({"memory_id": "long", "content": {"text": "ephemeral too"}, "embedding": v[1]})).await;
+    let (s, _) = app
+        .post(
+            "/v1/memories",
+            &key,
+            json!({"memory_id": "long", "content": {"text": "ephemeral too"}, "embedding": v[1]}),
+        )
+        .await;
     assert_eq!(s, 201);
     assert!(ids(&app.search(&key, json!({"vector": v[0]})).await).contains(&"short".to_owned()));
     tokio::time::sleep(Duration::from_millis(1700)).await;
-    for body in [json!({"vector": v[0]}), json!({"query": "ephemeral", "mode": "text"})] {
+    for body in [
+        json!({"vector": v[0]}),
+        json!({"query": "ephemeral", "mode": "text"}),
+    ] {
         let found = ids(&app.search(&key, body).await);
         assert_eq!(found, vec!["long".to_owned()]);
     }
@@ -228,15 +312,28 @@ async fn filters_narrow_vector_results() {
     let (_, key) = app.tenant("filters").await;
     let mut rng = StdRng::seed_from_u64(5);
     let v = clustered(&mut rng, 3);
-    for (i, (tag, rel)) in [("work", 0.9), ("home", 0.2), ("work", 0.1)].iter().enumerate() {
+    for (i, (tag, rel)) in [("work", 0.9), ("home", 0.2), ("work", 0.1)]
+        .iter()
+        .enumerate()
+    {
         let (s, b) = app
             .post("/v1/memories", &key, json!({"memory_id": format!("m{i}"), "content": {"kind": tag}, "tags": [tag], "relevance_score": rel, "embedding": v[i]}))
             .await;
         assert_eq!(s, 201, "{b}");
     }
-    let found = ids(&app.search(&key, json!({"vector": v[1], "filter": {"tags": ["work"], "min_relevance": 0.5}})).await);
+    let found = ids(&app
+        .search(
+            &key,
+            json!({"vector": v[1], "filter": {"tags": ["work"], "min_relevance": 0.5}}),
+        )
+        .await);
     assert_eq!(found, vec!["m0".to_owned()]);
-    let found = ids(&app.search(&key, json!({"vector": v[0], "filter": {"contains": {"kind": "home"}}})).await);
+    let found = ids(&app
+        .search(
+            &key,
+            json!({"vector": v[0], "filter": {"contains": {"kind": "home"}}}),
+        )
+        .await);
     assert_eq!(found, vec!["m1".to_owned()]);
 }
 
@@ -286,7 +383,8 @@ async fn bad_queries_are_refused_with_4xx() {
 
 #[tokio::test]
 async fn local_model_makes_new_memories_searchable_by_meaning_at_once() {
-    let dir = std::env::var("MNEMO_MODEL_DIR").expect("MNEMO_MODEL_DIR is not set: run `make test`");
+    let dir =
+        std::env::var("MNEMO_MODEL_DIR").expect("MNEMO_MODEL_DIR is not set: run `make test`");
     let model = mnemo_embed::MiniLm::load(std::path::Path::new(&dir)).expect("load model");
     let app = App::start(Some(Arc::new(model))).await;
     let (_, key) = app.tenant("semantic").await;
@@ -295,14 +393,30 @@ async fn local_model_makes_new_memories_searchable_by_meaning_at_once() {
         ("rust", "Rust's borrow checker prevents data races."),
         ("food", "A man is eating a piece of bread."),
     ] {
-        let (s, b) = app.post("/v1/memories", &key, json!({"memory_id": id, "content": {"text": text}})).await;
+        let (s, b) = app
+            .post(
+                "/v1/memories",
+                &key,
+                json!({"memory_id": id, "content": {"text": text}}),
+            )
+            .await;
         assert_eq!(s, 201, "{b}");
         assert_eq!(b["has_embedding"], true);
     }
-    for (query, expected) in [("a kitten on a rug", "cat"), ("someone having lunch", "food"), ("memory safety in systems languages", "rust")] {
+    for (query, expected) in [
+        ("a kitten on a rug", "cat"),
+        ("someone having lunch", "food"),
+        ("memory safety in systems languages", "rust"),
+    ] {
         for mode in ["vector", "hybrid"] {
-            let found = ids(&app.search(&key, json!({"query": query, "mode": mode, "k": 3})).await);
-            assert_eq!(found.first().map(String::as_str), Some(expected), "{mode} {query}: {found:?}");
+            let found = ids(&app
+                .search(&key, json!({"query": query, "mode": mode, "k": 3}))
+                .await);
+            assert_eq!(
+                found.first().map(String::as_str),
+                Some(expected),
+                "{mode} {query}: {found:?}"
+            );
         }
     }
 }

@@ -83,9 +83,14 @@ impl Store {
         // Plain `SET LOCAL` statements: Citus forwards these to its workers, which it does not do
         // for set_config(). A Uuid renders only hex digits and dashes, so the literal cannot be an
         // injection.
-        sqlx::query("SET LOCAL ROLE mnemo_app").execute(&mut *tx).await?;
+        sqlx::query("SET LOCAL ROLE mnemo_app")
+            .execute(&mut *tx)
+            .await?;
         let set_tenant = format!("SET LOCAL app.tenant_id = '{}'", scope.tenant);
-        sqlx::query(&set_tenant).persistent(false).execute(&mut *tx).await?;
+        sqlx::query(&set_tenant)
+            .persistent(false)
+            .execute(&mut *tx)
+            .await?;
         Ok(TenantTx { tx, scope: *scope })
     }
 }

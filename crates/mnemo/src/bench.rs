@@ -424,7 +424,7 @@ pub async fn run(database_url: &str, args: BenchArgs) -> anyhow::Result<()> {
     };
 
     let mut buckets = Vec::new();
-    for b in 0..3 {
+    for (b, &name) in BUCKETS.iter().enumerate() {
         let idx: Vec<usize> = (0..queries.len())
             .filter(|&i| queries[i].bucket == b)
             .collect();
@@ -444,7 +444,7 @@ pub async fn run(database_url: &str, args: BenchArgs) -> anyhow::Result<()> {
             )
         });
         buckets.push(BucketRecall {
-            bucket: BUCKETS[b],
+            bucket: name,
             tenants: data.sizes.iter().filter(|&&n| bucket_of(n) == b).count(),
             queries: idx.len(),
             mnemo_recall: mean(&|i| recall(&c1[i].1, &queries[i].truth)),

@@ -136,6 +136,7 @@ async fn delete_relationship(
 #[into_params(parameter_in = Query)]
 pub struct NeighbourParams {
     /// `out`, `in` or `both` (default).
+    #[param(inline)]
     pub direction: Option<Direction>,
     /// Only edges of this type.
     pub relationship_type: Option<String>,
@@ -198,6 +199,7 @@ async fn neighbours(
 pub struct GraphParams {
     /// Hops from the memory, 1 to 3 (default 2).
     pub depth: Option<i32>,
+    #[param(inline)]
     pub direction: Option<Direction>,
     pub relationship_type: Option<String>,
     /// At most this many nodes, nearest first (1 to 500, default 100).

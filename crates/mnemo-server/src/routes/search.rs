@@ -168,41 +168,68 @@ async fn plan(state: &AppState, input: &mut SearchInput) -> ApiResult<Plan> {
     })
 }
 
-/// Reciprocal rank fusion of two ranked lists.
-fn fuse(
-    vector: Vec<Hit>,
-    text: Vec<Hit>,
-    k: usize,
-) -> Vec<(Hit, f64, Option<usize>, Option<usize>, Option<f64>)> {
-    let mut by_id: HashMap<Uuid, (Hit, f64, Option<usize>, Option<usize>, Option<f64>)> =
-        HashMap::new();
-    for (i, h) in vector.into_iter().enumerate() {
-        let sim = 1.0 - h.score;
-        by_id.insert(
-            h.memory.id,
-            (
-                h,
-                1.0 / (RRF_K + (i + 1) as f64),
-                Some(i + 1),
-                None,
-                Some(sim),
-            ),
-        );
+/// A hit with its place in the vector and text rankings.
+struct Ranked {
+    hit: Hit,
+    score: f64,
+    vector_rank: Option<usize>,
+    text_rank: Option<usize>,
+    similarity: Option<f64>,
+}
+
+fn vector_ranked(hits: Vec<Hit>) -> Vec<Ranked> {
+    hits.into_iter()
+        .enumerate()
+        .map(|(i, hit)| {
+            let similarity = 1.0 - hit.score;
+            Ranked {
+                hit,
+                score: similarity,
+                vector_rank: Some(i + 1),
+                text_rank: None,
+                similarity: Some(similarity),
+            }
+        })
+        .collect()
+}
+
+fn text_ranked(hits: Vec<Hit>) -> Vec<Ranked> {
+    hits.into_iter()
+        .enumerate()
+        .map(|(i, hit)| Ranked {
+            score: hit.score,
+            hit,
+            vector_rank: None,
+            text_rank: Some(i + 1),
+            similarity: None,
+        })
+        .collect()
+}
+
+/// Reciprocal rank fusion of the two rankings.
+fn fuse(vector: Vec<Hit>, text: Vec<Hit>, k: usize) -> Vec<Ranked> {
+    let rrf = |rank: usize| 1.0 / (RRF_K + rank as f64);
+    let mut by_id: HashMap<Uuid, Ranked> = HashMap::new();
+    for mut r in vector_ranked(vector) {
+        r.score = r.vector_rank.map_or(0.0, rrf);
+        by_id.insert(r.hit.memory.id, r);
     }
-    for (i, h) in text.into_iter().enumerate() {
-        let add = 1.0 / (RRF_K + (i + 1) as f64);
+    for r in text_ranked(text) {
+        let rank = r.text_rank;
+        let add = rank.map_or(0.0, rrf);
         by_id
-            .entry(h.memory.id)
+            .entry(r.hit.memory.id)
             .and_modify(|e| {
-                e.1 += add;
-                e.3 = Some(i + 1);
+                e.score += add;
+                e.text_rank = rank;
             })
-            .or_insert((h, add, None, Some(i + 1), None));
+            .or_insert(Ranked { score: add, ..r });
     }
-    let mut all: Vec<_> = by_id.into_values().collect();
+    let mut all: Vec<Ranked> = by_id.into_values().collect();
     all.sort_by(|a, b| {
-        b.1.total_cmp(&a.1)
-            .then_with(|| a.0.memory.memory_id.cmp(&b.0.memory.memory_id))
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| a.hit.memory.memory_id.cmp(&b.hit.memory.memory_id))
     });
     all.truncate(k);
     all
@@ -266,27 +293,13 @@ async fn search_memories(
                 }
                 _ => Vec::new(),
             };
-            let hits: Vec<_> = match mode {
-                Mode::Vector => vector_hits
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, h)| {
-                        let sim = 1.0 - h.score;
-                        (h, sim, Some(i + 1), None, Some(sim))
-                    })
-                    .collect(),
-                Mode::Text => text_hits
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, h)| {
-                        let s = h.score;
-                        (h, s, None, Some(i + 1), None)
-                    })
-                    .collect(),
+            let hits = match mode {
+                Mode::Vector => vector_ranked(vector_hits),
+                Mode::Text => text_ranked(text_hits),
                 Mode::Hybrid => fuse(vector_hits, text_hits, plan.k as usize),
             };
             let related = if expand && !hits.is_empty() {
-                let ids: Vec<Uuid> = hits.iter().map(|h| h.0.memory.id).collect();
+                let ids: Vec<Uuid> = hits.iter().map(|h| h.hit.memory.id).collect();
                 Some(search::adjacent(tx, &ids, (ids.len() as i64) * 10).await?)
             } else {
                 None
@@ -300,8 +313,10 @@ async fn search_memories(
     if let Some((edges, memories)) = related {
         let by_id: HashMap<Uuid, &mnemo_store::memories::Memory> =
             memories.iter().map(|m| (m.id, m)).collect();
-        let hit_by_id: HashMap<Uuid, &mnemo_store::memories::Memory> =
-            hits.iter().map(|h| (h.0.memory.id, &h.0.memory)).collect();
+        let hit_by_id: HashMap<Uuid, &mnemo_store::memories::Memory> = hits
+            .iter()
+            .map(|h| (h.hit.memory.id, &h.hit.memory))
+            .collect();
         for (source, target, rel) in edges {
             for (at, other) in [(source, target), (target, source)] {
                 if !hit_by_id.contains_key(&at) {
@@ -323,14 +338,14 @@ async fn search_memories(
     }
     let results = hits
         .into_iter()
-        .map(|(hit, score, vector_rank, text_rank, similarity)| {
-            let related = expand.then(|| neighbours.remove(&hit.memory.id).unwrap_or_default());
+        .map(|r| {
+            let related = expand.then(|| neighbours.remove(&r.hit.memory.id).unwrap_or_default());
             SearchHit {
-                score,
-                similarity,
-                vector_rank,
-                text_rank,
-                memory: hit.memory.into(),
+                score: r.score,
+                similarity: r.similarity,
+                vector_rank: r.vector_rank,
+                text_rank: r.text_rank,
+                memory: r.hit.memory.into(),
                 related,
             }
         })

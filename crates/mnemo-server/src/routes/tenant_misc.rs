@@ -154,6 +154,13 @@ async fn create_policy(
         return Err(Invalid::new("conditions", "must be a JSON object").into());
     }
     check_json("conditions", &conditions, state.limits.max_json_depth)?;
+    // A policy naming a key that is not the tenant's would silently narrow nothing.
+    if let Some(key_id) = p.api_key_id {
+        let keys = state.store.list_api_keys(&ctx.key.tenant_key).await?;
+        if !keys.iter().any(|k| k.id == key_id) {
+            return Err(Invalid::new("api_key_id", "is not a key of this tenant").into());
+        }
+    }
     let new = NewPolicy {
         name: name.into_string(),
         resource_type: resource.as_str().to_owned(),

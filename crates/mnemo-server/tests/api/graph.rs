@@ -1,0 +1,296 @@
+//! The knowledge graph: relationships, neighbours, and traversal that ends on cycles.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+use crate::harness::TestApp;
+
+async fn link(
+    app: &TestApp,
+    key: &str,
+    source: &str,
+    target: &str,
+    kind: &str,
+    weight: f64,
+) -> Value {
+    let r = app
+        .post(
+            "/v1/relationships",
+            key,
+            json!({ "source": source, "target": target, "relationship_type": kind, "weight": weight }),
+        )
+        .await;
+    r.ok(201).clone()
+}
+
+fn depths(graph: &Value) -> BTreeMap<String, i64> {
+    graph["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| {
+            (
+                n["memory"]["memory_id"]
+                    .as_str()
+                    .expect("memory_id")
+                    .to_owned(),
+                n["depth"].as_i64().expect("depth"),
+            )
+        })
+        .collect()
+}
+
+fn edges(graph: &Value, field: &str) -> Vec<(String, String)> {
+    let mut e: Vec<(String, String)> = graph[field]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .map(|r| {
+            (
+                r["source"].as_str().expect("source").to_owned(),
+                r["target"].as_str().expect("target").to_owned(),
+            )
+        })
+        .collect();
+    e.sort();
+    e
+}
+
+fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+    p.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn relationships_are_created_read_and_deleted() {
+    let app = TestApp::spawn().await;
+    let t = app.new_tenant("tenant-rel").await;
+    for id in ["a", "b"] {
+        app.create_memory(&t.key, id, json!({ "id": id })).await;
+    }
+    let rel = app
+        .post(
+            "/v1/relationships",
+            &t.key,
+            json!({ "source": "a", "target": "b", "relationship_type": "caused_by",
+                    "weight": 0.4, "metadata": { "why": "test" } }),
+        )
+        .await;
+    let rel = rel.ok(201).clone();
+    assert_eq!(rel["source"], "a");
+    assert_eq!(rel["target"], "b");
+    assert_eq!(rel["relationship_type"], "caused_by");
+    assert_eq!(rel["weight"], 0.4);
+    assert_eq!(rel["metadata"], json!({ "why": "test" }));
+    let id = rel["id"].as_str().expect("id");
+    assert_eq!(
+        app.get(&format!("/v1/relationships/{id}"), &t.key)
+            .await
+            .ok(200),
+        &rel
+    );
+
+    // Same (source, target, type) again: conflict; another type or direction: a new edge.
+    app.post(
+        "/v1/relationships",
+        &t.key,
+        json!({ "source": "a", "target": "b", "relationship_type": "caused_by" }),
+    )
+    .await
+    .expect(409, "relationship_exists");
+    let default_weight = link(&app, &t.key, "a", "b", "related_to", 1.0).await;
+    assert_eq!(default_weight["weight"], 1.0);
+    link(&app, &t.key, "b", "a", "caused_by", 0.5).await;
+    app.post(
+        "/v1/relationships",
+        &t.key,
+        json!({ "source": "a", "target": "missing", "relationship_type": "x" }),
+    )
+    .await
+    .expect(404, "memory_not_found");
+
+    let del = app
+        .call(
+            "DELETE",
+            &format!("/v1/relationships/{id}"),
+            Some(&t.key),
+            None,
+        )
+        .await;
+    assert_eq!(del.status, 204, "{}", del.text);
+    app.get(&format!("/v1/relationships/{id}"), &t.key)
+        .await
+        .expect(404, "relationship_not_found");
+    app.call(
+        "DELETE",
+        &format!("/v1/relationships/{id}"),
+        Some(&t.key),
+        None,
+    )
+    .await
+    .expect(404, "relationship_not_found");
+
+    // Deleting a memory takes its edges with it.
+    app.call("DELETE", "/v1/memories/b", Some(&t.key), None)
+        .await
+        .ok(204);
+    let n = app.get("/v1/memories/a/neighbours", &t.key).await;
+    assert_eq!(n.ok(200)["relationships"], json!([]));
+    assert_eq!(
+        app.get("/v1/usage", &t.key).await.body["relationship_count"],
+        0
+    );
+}
+
+#[tokio::test]
+async fn neighbours_follow_direction_type_and_weight() {
+    let app = TestApp::spawn().await;
+    let t = app.new_tenant("tenant-nb").await;
+    for id in ["hub", "x", "y", "z"] {
+        app.create_memory(&t.key, id, json!({ "id": id })).await;
+    }
+    link(&app, &t.key, "hub", "x", "related_to", 0.2).await;
+    link(&app, &t.key, "hub", "y", "caused_by", 0.9).await;
+    link(&app, &t.key, "z", "hub", "related_to", 0.5).await;
+    link(&app, &t.key, "x", "y", "related_to", 1.0).await;
+
+    let both = app.get("/v1/memories/hub/neighbours", &t.key).await;
+    let both = both.ok(200).clone();
+    assert_eq!(both["memory_id"], "hub");
+    let order: Vec<&str> = both["relationships"]
+        .as_array()
+        .expect("relationships")
+        .iter()
+        .map(|r| {
+            r["weight"].as_f64().map_or("?", |w| {
+                if w > 0.8 {
+                    "y"
+                } else if w > 0.4 {
+                    "z"
+                } else {
+                    "x"
+                }
+            })
+        })
+        .collect();
+    assert_eq!(order, ["y", "z", "x"], "strongest first");
+    let out = app
+        .get("/v1/memories/hub/neighbours?direction=out", &t.key)
+        .await;
+    assert_eq!(
+        edges(out.ok(200), "relationships"),
+        pairs(&[("hub", "x"), ("hub", "y")])
+    );
+    let inn = app
+        .get("/v1/memories/hub/neighbours?direction=in", &t.key)
+        .await;
+    assert_eq!(edges(inn.ok(200), "relationships"), pairs(&[("z", "hub")]));
+    let typed = app
+        .get(
+            "/v1/memories/hub/neighbours?relationship_type=related_to",
+            &t.key,
+        )
+        .await;
+    assert_eq!(
+        edges(typed.ok(200), "relationships"),
+        pairs(&[("hub", "x"), ("z", "hub")])
+    );
+    let limited = app.get("/v1/memories/hub/neighbours?limit=1", &t.key).await;
+    assert_eq!(
+        edges(limited.ok(200), "relationships"),
+        pairs(&[("hub", "y")])
+    );
+    app.get("/v1/memories/nobody/neighbours", &t.key)
+        .await
+        .expect(404, "memory_not_found");
+}
+
+#[tokio::test]
+async fn traversal_on_a_cycle_ends_and_reports_depths_and_edges() {
+    let app = TestApp::spawn().await;
+    let t = app.new_tenant("tenant-cycle").await;
+    for id in ["a", "b", "c", "d", "e"] {
+        app.create_memory(&t.key, id, json!({ "id": id })).await;
+    }
+    // a → b → c → a, plus a tail c → d → e.
+    link(&app, &t.key, "a", "b", "next", 1.0).await;
+    link(&app, &t.key, "b", "c", "next", 1.0).await;
+    link(&app, &t.key, "c", "a", "next", 1.0).await;
+    link(&app, &t.key, "c", "d", "next", 1.0).await;
+    link(&app, &t.key, "d", "e", "tail", 1.0).await;
+
+    let g = app
+        .get("/v1/memories/a/graph?depth=3&direction=out", &t.key)
+        .await;
+    let g = g.ok(200).clone();
+    assert_eq!(g["root"], "a");
+    let want: BTreeMap<String, i64> = [("a", 0), ("b", 1), ("c", 2), ("d", 3)]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    assert_eq!(depths(&g), want);
+    assert_eq!(
+        edges(&g, "edges"),
+        pairs(&[("a", "b"), ("b", "c"), ("c", "a"), ("c", "d")])
+    );
+    assert_eq!(g["nodes"][0]["memory"]["content"], json!({ "id": "a" }));
+
+    // Both directions: c is one hop back from a.
+    let both = app.get("/v1/memories/a/graph?depth=3", &t.key).await;
+    let want: BTreeMap<String, i64> = [("a", 0), ("b", 1), ("c", 1), ("d", 2), ("e", 3)]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    assert_eq!(depths(both.ok(200)), want);
+    assert_eq!(edges(&both.body, "edges").len(), 5);
+
+    // Depth 1 in, a type filter, the default depth, and a node cap.
+    let inn = app
+        .get("/v1/memories/a/graph?depth=1&direction=in", &t.key)
+        .await;
+    assert_eq!(depths(inn.ok(200)).keys().collect::<Vec<_>>(), ["a", "c"]);
+    let typed = app
+        .get(
+            "/v1/memories/c/graph?depth=3&relationship_type=tail",
+            &t.key,
+        )
+        .await;
+    assert_eq!(depths(typed.ok(200)).len(), 1, "c has no `tail` edge");
+    let dflt = app.get("/v1/memories/a/graph?direction=out", &t.key).await;
+    assert_eq!(depths(dflt.ok(200)).len(), 3, "default depth 2");
+    let capped = app
+        .get("/v1/memories/a/graph?depth=3&max_nodes=2", &t.key)
+        .await;
+    let capped = depths(capped.ok(200));
+    assert_eq!(capped.len(), 2);
+    assert_eq!(capped.get("a"), Some(&0));
+
+    // A dense cycle at the maximum depth still answers quickly.
+    for i in 0..30 {
+        app.create_memory(&t.key, &format!("k{i}"), json!({ "i": i }))
+            .await;
+    }
+    for i in 0..30 {
+        for j in 0..30 {
+            if i != j && (i + j) % 3 == 0 {
+                link(
+                    &app,
+                    &t.key,
+                    &format!("k{i}"),
+                    &format!("k{j}"),
+                    "dense",
+                    0.5,
+                )
+                .await;
+            }
+        }
+    }
+    let started = std::time::Instant::now();
+    let dense = app
+        .get("/v1/memories/k0/graph?depth=3&max_nodes=500", &t.key)
+        .await;
+    assert!(dense.ok(200)["nodes"].as_array().expect("nodes").len() <= 30);
+    assert!(started.elapsed().as_secs() < 5, "{:?}", started.elapsed());
+}

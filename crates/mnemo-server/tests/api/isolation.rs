@@ -1,0 +1,370 @@
+//! Tenant isolation, table-driven: tenant B calling every tenant endpoint with tenant A's ids gets
+//! exactly what it gets with ids that exist nowhere, and A's data is unchanged afterwards.
+//!
+//! [`ENDPOINTS`] must list every tenant operation of the OpenAPI document
+//! (`every_tenant_endpoint_has_an_isolation_row` fails otherwise), so a new endpoint cannot ship
+//! without its isolation check.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::harness::{openapi_operations, vector, Resp, TestApp};
+
+/// One call of a tenant endpoint. `uri` and `body` may hold the placeholders `{mem}`, `{mem2}`
+/// (memory ids), `{rel}` (relationship id), `{policy}` (policy id), `{policy_name}`, `{marker}`
+/// (a value inside a memory's content), `{tag}`, `{request_id}` (of a request of the tenant) and
+/// `{vector}` (the embedding of A's `{mem}`) and `{key_id}` (an API key id).
+pub struct Row {
+    pub method: &'static str,
+    /// The operation's path in the OpenAPI document.
+    pub route: &'static str,
+    pub uri: &'static str,
+    pub body: Option<&'static str>,
+    /// What B gets, with A's ids and with unknown ids alike.
+    pub expect: u16,
+}
+
+const fn row(
+    method: &'static str,
+    route: &'static str,
+    uri: &'static str,
+    body: Option<&'static str>,
+    expect: u16,
+) -> Row {
+    Row {
+        method,
+        route,
+        uri,
+        body,
+        expect,
+    }
+}
+
+#[rustfmt::skip]
+pub const ENDPOINTS: &[Row] = &[
+    // memories
+    row("POST", "/v1/memories", "/v1/memories", Some(r#"{"memory_id":"{mem}","content":{"text":"b's own"}}"#), 201),
+    row("GET", "/v1/memories", "/v1/memories?contains=%7B%22marker%22%3A%22{marker}%22%7D", None, 200),
+    row("GET", "/v1/memories", "/v1/memories?tags={tag}&include_embedding=true", None, 200),
+    row("GET", "/v1/memories", "/v1/memories?any_tags={tag},other&min_relevance=0", None, 200),
+    row("POST", "/v1/memories/batch", "/v1/memories/batch", Some(r#"{"memories":[{"memory_id":"{mem}","content":{"text":"b"}},{"memory_id":"{mem2}","content":{"text":"b"}}]}"#), 201),
+    row("POST", "/v1/memories/search", "/v1/memories/search", Some(r#"{"query":"{marker}","mode":"text","expand":true}"#), 200),
+    row("POST", "/v1/memories/search", "/v1/memories/search", Some(r#"{"vector":{vector},"k":100,"include_embedding":true}"#), 200),
+    row("POST", "/v1/memories/search", "/v1/memories/search", Some(r#"{"query":"{marker}","vector":{vector},"mode":"hybrid","filter":{"tags":["{tag}"],"contains":{"marker":"{marker}"}}}"#), 200),
+    row("GET", "/v1/memories/{memory_id}", "/v1/memories/{mem}", None, 404),
+    row("GET", "/v1/memories/{memory_id}", "/v1/memories/{mem}?include_embedding=true", None, 404),
+    row("PATCH", "/v1/memories/{memory_id}", "/v1/memories/{mem}", Some(r#"{"relevance_score":0.9}"#), 404),
+    row("PATCH", "/v1/memories/{memory_id}", "/v1/memories/{mem}", Some(r#"{"content":{"text":"overwritten"},"embedding":null,"expires_at":null}"#), 404),
+    row("PUT", "/v1/memories/{memory_id}", "/v1/memories/{mem}", Some(r#"{"content":{"text":"b's own"}}"#), 201),
+    row("DELETE", "/v1/memories/{memory_id}", "/v1/memories/{mem}", None, 404),
+    // graph
+    row("POST", "/v1/relationships", "/v1/relationships", Some(r#"{"source":"{mem}","target":"{mem2}","relationship_type":"related_to"}"#), 404),
+    row("GET", "/v1/relationships/{id}", "/v1/relationships/{rel}", None, 404),
+    row("DELETE", "/v1/relationships/{id}", "/v1/relationships/{rel}", None, 404),
+    row("GET", "/v1/memories/{memory_id}/neighbours", "/v1/memories/{mem}/neighbours", None, 404),
+    row("GET", "/v1/memories/{memory_id}/neighbours", "/v1/memories/{mem}/neighbours?direction=out&relationship_type=related_to", None, 404),
+    row("GET", "/v1/memories/{memory_id}/graph", "/v1/memories/{mem}/graph?depth=3", None, 404),
+    // tenant
+    row("GET", "/v1/usage", "/v1/usage", None, 200),
+    row("GET", "/v1/audit", "/v1/audit?request_id={request_id}", None, 200),
+    row("GET", "/v1/audit", "/v1/audit?action=memory.create", None, 200),
+    // policies
+    row("POST", "/v1/policies", "/v1/policies", Some(r#"{"name":"{policy_name}","resource_type":"contexts","permissions":["read"]}"#), 201),
+    row("POST", "/v1/policies", "/v1/policies", Some(r#"{"name":"p","resource_type":"memories","permissions":["read"],"api_key_id":"{key_id}"}"#), 422),
+    row("GET", "/v1/policies", "/v1/policies", None, 200),
+    row("GET", "/v1/policies/{id}", "/v1/policies/{policy}", None, 404),
+    row("PATCH", "/v1/policies/{id}", "/v1/policies/{policy}", Some(r#"{"is_active":false}"#), 404),
+    row("DELETE", "/v1/policies/{id}", "/v1/policies/{policy}", None, 404),
+];
+
+/// The values substituted for the placeholders of a [`Row`].
+pub struct Ids {
+    pub mem: String,
+    pub mem2: String,
+    pub rel: String,
+    pub policy: String,
+    pub policy_name: String,
+    pub marker: String,
+    pub tag: String,
+    pub request_id: String,
+    pub vector: String,
+    pub key_id: String,
+}
+
+impl Ids {
+    fn pairs(&self) -> [(&'static str, &str); 10] {
+        [
+            ("{mem2}", &self.mem2),
+            ("{mem}", &self.mem),
+            ("{rel}", &self.rel),
+            ("{policy_name}", &self.policy_name),
+            ("{policy}", &self.policy),
+            ("{marker}", &self.marker),
+            ("{tag}", &self.tag),
+            ("{request_id}", &self.request_id),
+            ("{vector}", &self.vector),
+            ("{key_id}", &self.key_id),
+        ]
+    }
+
+    pub fn fill(&self, template: &str) -> String {
+        self.pairs()
+            .iter()
+            .fold(template.to_owned(), |s, (k, v)| s.replace(k, v))
+    }
+
+    /// The placeholders back in place of the values, so answers about different ids compare.
+    fn unfill(&self, text: &str) -> String {
+        self.pairs()
+            .iter()
+            .fold(text.to_owned(), |s, (k, v)| s.replace(v, k))
+    }
+
+    /// Ids of the same shape that exist in no tenant.
+    pub fn unknown() -> Ids {
+        Ids {
+            mem: "ghost-note-1".into(),
+            mem2: "ghost-note-2".into(),
+            rel: Uuid::new_v4().to_string(),
+            policy: Uuid::new_v4().to_string(),
+            policy_name: "ghost-policy".into(),
+            marker: "ghost-marker".into(),
+            tag: "ghost-tag".into(),
+            request_id: Uuid::new_v4().to_string(),
+            vector: a_vector(),
+            key_id: Uuid::new_v4().to_string(),
+        }
+    }
+}
+
+/// The vector of A's memory: searching with it would find that memory first.
+fn a_vector() -> String {
+    serde_json::to_string(&vector(3)).expect("serialize")
+}
+
+pub async fn send(app: &TestApp, row: &Row, ids: &Ids, key: Option<&str>) -> Resp {
+    let body = row.body.map(|b| ids.fill(b).into_bytes());
+    app.call_raw(
+        row.method,
+        &ids.fill(row.uri),
+        key,
+        body,
+        Some("application/json"),
+    )
+    .await
+}
+
+/// The answer with ids replaced by placeholders and per-call values (generated ids, timestamps)
+/// removed.
+fn normalize(r: &Resp, ids: &Ids) -> (u16, Value) {
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(o) => {
+                for k in [
+                    "id",
+                    "created_at",
+                    "updated_at",
+                    "last_used_at",
+                    "next_cursor",
+                ] {
+                    o.remove(k);
+                }
+                o.values_mut().for_each(strip);
+            }
+            Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut body: Value = serde_json::from_str(&ids.unfill(&r.text)).unwrap_or(Value::Null);
+    strip(&mut body);
+    (r.status, body)
+}
+
+/// Everything of A's that B might have touched, as A sees it.
+async fn snapshot(app: &TestApp, key: &str, ids: &Ids) -> Value {
+    let mut out = serde_json::Map::new();
+    for path in [
+        "/v1/memories?include_embedding=true&limit=500".to_owned(),
+        format!("/v1/memories/{}?include_embedding=true", ids.mem),
+        format!("/v1/memories/{}", ids.mem2),
+        format!("/v1/relationships/{}", ids.rel),
+        format!("/v1/memories/{}/neighbours", ids.mem),
+        format!("/v1/memories/{}/graph?depth=3", ids.mem),
+        format!("/v1/policies/{}", ids.policy),
+        "/v1/policies".to_owned(),
+        "/v1/usage".to_owned(),
+    ] {
+        let r = app.get(&path, key).await;
+        assert_eq!(r.status, 200, "A reads {path}: {}", r.text);
+        out.insert(path, r.body);
+    }
+    Value::Object(out)
+}
+
+#[tokio::test]
+async fn tenant_b_using_tenant_a_ids_gets_what_unknown_ids_get() {
+    let app = TestApp::spawn().await;
+    // Same project: the strongest case (nothing but the tenant separates them).
+    let project = app.create_project("shared project").await;
+    let a = app.new_tenant_in(&project, "tenant-alpha", json!({})).await;
+    let secret = "alpha-content-secret";
+    let created = app
+        .post(
+            "/v1/memories",
+            &a.key,
+            json!({ "memory_id": "alpha-note-1", "tags": ["alpha-tag"], "embedding": vector(3),
+                    "content": { "marker": "alpha-marker", "secret": secret } }),
+        )
+        .await;
+    created.ok(201);
+    app.create_memory(&a.key, "alpha-note-2", json!({ "secret": secret }))
+        .await;
+    let rel = app
+        .post(
+            "/v1/relationships",
+            &a.key,
+            json!({ "source": "alpha-note-1", "target": "alpha-note-2", "relationship_type": "related_to" }),
+        )
+        .await;
+    let policy = app
+        .post(
+            "/v1/policies",
+            &a.key,
+            json!({ "name": "alpha-policy", "resource_type": "contexts", "permissions": ["read"] }),
+        )
+        .await;
+    let a_ids = Ids {
+        mem: "alpha-note-1".into(),
+        mem2: "alpha-note-2".into(),
+        rel: rel.ok(201)["id"].as_str().expect("id").to_owned(),
+        policy: policy.ok(201)["id"].as_str().expect("id").to_owned(),
+        policy_name: "alpha-policy".into(),
+        marker: "alpha-marker".into(),
+        tag: "alpha-tag".into(),
+        request_id: created.request_id.clone().expect("x-request-id"),
+        vector: a_vector(),
+        key_id: a.key_id.clone(),
+    };
+    // The request id is A's: A's audit finds it.
+    let own = app
+        .get(
+            &format!("/v1/audit?request_id={}", a_ids.request_id),
+            &a.key,
+        )
+        .await;
+    assert_eq!(own.ok(200)["records"].as_array().map(Vec::len), Some(1));
+    // The search rows are meaningful: A's own searches find A's memory.
+    for body in [
+        json!({ "query": "alpha-marker", "mode": "text" }),
+        json!({ "vector": vector(3), "k": 1 }),
+    ] {
+        let r = app.post("/v1/memories/search", &a.key, body).await;
+        assert_eq!(
+            r.ok(200)["results"][0]["memory"]["memory_id"],
+            "alpha-note-1",
+            "{}",
+            r.text
+        );
+    }
+    let before = snapshot(&app, &a.key, &a_ids).await;
+
+    let unknown = Ids::unknown();
+    let mut by_status: BTreeMap<u16, usize> = BTreeMap::new();
+    for (i, row) in ENDPOINTS.iter().enumerate() {
+        // A fresh B per row, so what one row writes cannot change another's answer.
+        let b = app
+            .new_tenant_in(&project, &format!("tenant-b{i}"), json!({}))
+            .await;
+        let with_a = send(&app, row, &a_ids, Some(&b.key)).await;
+        let with_unknown = send(&app, row, &unknown, Some(&b.key)).await;
+        let what = format!("{} {}", row.method, row.uri);
+        assert_eq!(
+            with_a.status, row.expect,
+            "{what} with A's ids: {}",
+            with_a.text
+        );
+        assert_eq!(
+            normalize(&with_a, &a_ids),
+            normalize(&with_unknown, &unknown),
+            "{what}: A's ids and unknown ids must get the same answer\nA's: {}\nunknown: {}",
+            with_a.text,
+            with_unknown.text
+        );
+        if with_a.status >= 400 {
+            assert!(with_a.has_error_shape(), "{what}: {}", with_a.text);
+        }
+        for leak in [secret, a.tenant_id.as_str(), a.key_id.as_str()] {
+            assert!(
+                !with_a.text.contains(leak),
+                "{what} leaks {leak}: {}",
+                with_a.text
+            );
+        }
+        *by_status.entry(with_a.status).or_default() += 1;
+    }
+
+    assert_eq!(
+        before,
+        snapshot(&app, &a.key, &a_ids).await,
+        "A's data changed"
+    );
+    // A's audit trail holds only A's own requests.
+    let audit = app.get("/v1/audit?limit=500", &a.key).await;
+    let records = audit.ok(200)["records"]
+        .as_array()
+        .expect("records")
+        .clone();
+    assert!(!records.is_empty());
+    for r in &records {
+        assert_eq!(r["api_key_id"], json!(a.key_id), "foreign audit row: {r}");
+    }
+    println!(
+        "isolation sweep: {} rows over {} endpoints, answers by status {by_status:?}",
+        ENDPOINTS.len(),
+        ENDPOINTS
+            .iter()
+            .map(|r| (r.method, r.route))
+            .collect::<BTreeSet<_>>()
+            .len()
+    );
+}
+
+#[test]
+fn every_tenant_endpoint_has_an_isolation_row() {
+    let ops = openapi_operations();
+    let tenant_ops: Vec<_> = ops
+        .iter()
+        .filter(|o| o.path.starts_with("/v1/") && !o.path.starts_with("/v1/admin"))
+        .collect();
+    let missing: Vec<String> = tenant_ops
+        .iter()
+        .filter(|o| {
+            !ENDPOINTS
+                .iter()
+                .any(|r| r.method == o.method && r.route == o.path)
+        })
+        .map(|o| format!("{} {}", o.method, o.path))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "tenant endpoints without a row in isolation::ENDPOINTS: {missing:?}"
+    );
+    let stale: Vec<String> = ENDPOINTS
+        .iter()
+        .filter(|r| {
+            !ops.iter()
+                .any(|o| o.method == r.method && o.path == r.route)
+        })
+        .map(|r| format!("{} {}", r.method, r.route))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "rows naming no documented operation: {stale:?}"
+    );
+    assert!(
+        tenant_ops.len() >= 17,
+        "the document lost operations: {tenant_ops:?}"
+    );
+}
