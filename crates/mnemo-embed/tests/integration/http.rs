@@ -212,7 +212,10 @@ async fn http_embedder_rejects_values_that_overflow_f32() {
         .await
         .expect_err("1e39 is infinite as f32");
     assert!(
-        matches!(&error, EmbedError::InvalidResponse(message) if message.contains("non-finite value at position 1")),
+        // Depending on serde_json's float parser (float_roundtrip is on in this workspace) the value
+        // is refused while parsing ("out of range") or after it ("non-finite"): either way, invalid.
+        matches!(&error, EmbedError::InvalidResponse(message)
+            if message.contains("non-finite value at position 1") || message.contains("number out of range")),
         "unexpected error: {error}"
     );
 }
