@@ -313,6 +313,20 @@ pub fn check_json(field: &str, v: &serde_json::Value, max_depth: usize) -> Resul
     Ok(())
 }
 
+/// A JSON object, checked like [`check_json`]; an absent one is `{}`.
+pub fn json_object(
+    field: &str,
+    v: Option<serde_json::Value>,
+    max_depth: usize,
+) -> Result<serde_json::Value, Invalid> {
+    let v = v.unwrap_or_else(|| serde_json::Value::Object(Default::default()));
+    if !v.is_object() {
+        return Err(Invalid::new(field, "must be a JSON object"));
+    }
+    check_json(field, &v, max_depth)?;
+    Ok(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

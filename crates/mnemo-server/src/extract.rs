@@ -49,3 +49,13 @@ impl From<PathRejection> for ApiError {
         ApiError::not_found("not_found", format!("no such resource: {}", r.body_text()))
     }
 }
+
+/// For `#[serde(deserialize_with = "nullable")]`: tells an absent field (`None`, with
+/// `#[serde(default)]`) from an explicit `null` (`Some(None)`).
+pub fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    serde::Deserialize::deserialize(d).map(Some)
+}

@@ -73,6 +73,8 @@ GRANT SELECT, INSERT, UPDATE ON federated_sessions, aggregated_insights TO mnemo
 -- The audit trail is append-only for the application.
 GRANT SELECT, INSERT ON audit_log, performance_metrics TO mnemo_app;
 GRANT SELECT ON contextual_memories_archive, audit_log_archive TO mnemo_app;
+-- Retiring an expired memory before its id is reused may archive it (mnemo_retire_memories).
+GRANT INSERT ON contextual_memories_archive TO mnemo_app;
 -- api_keys and mnemo_settings: no grant; the application role cannot read key hashes.
 
 -- ---------------------------------------------------------------------------------------------
@@ -202,11 +204,14 @@ $$;
 -- Maintenance functions
 -- ---------------------------------------------------------------------------------------------
 
--- Removes memories that expired (expires_at passed) or outlived their tenant's retention policy
+-- Retires memories that expired (expires_at passed) or outlived their tenant's retention policy
 -- (retention_days), as that policy's archival_policy says: 'delete' (the default without a policy)
--- deletes, 'archive' moves the row to contextual_memories_archive, 'retain' keeps it.
--- Returns how many memories left contextual_memories.
-CREATE FUNCTION clean_expired_memories() RETURNS integer
+-- deletes, 'archive' moves the row to contextual_memories_archive, 'retain' keeps it. Optionally
+-- only one tenant's, or only some memory_ids (the service retires an expired memory before reusing
+-- its id). Runs with the caller's rights: as mnemo_app, Row Level Security confines it to the
+-- current tenant. Returns how many memories left contextual_memories.
+CREATE FUNCTION mnemo_retire_memories(p_tenant uuid DEFAULT NULL, p_memory_ids text[] DEFAULT NULL)
+RETURNS integer
 LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -221,6 +226,8 @@ BEGIN
                OR (p.retention_days IS NOT NULL
                    AND m.created_at < now() - make_interval(days => p.retention_days)))
           AND coalesce(p.archival_policy, 'delete') <> 'retain'
+          AND (p_tenant IS NULL OR m.tenant_id = p_tenant)
+          AND (p_memory_ids IS NULL OR m.memory_id = ANY (p_memory_ids))
     ),
     deleted AS (
         DELETE FROM contextual_memories m
@@ -242,6 +249,11 @@ BEGIN
     RETURN removed;
 END
 $$;
+
+-- The seed's maintenance task: retire every tenant's expired memories (see mnemo_retire_memories).
+CREATE FUNCTION clean_expired_memories() RETURNS integer
+LANGUAGE sql
+AS $$ SELECT mnemo_retire_memories() $$;
 
 -- Moves audit rows older than `days` days into audit_log_archive (where they stay readable) and
 -- returns how many moved.

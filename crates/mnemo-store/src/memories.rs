@@ -138,6 +138,7 @@ const INSERT_FROM_DOCS: &str = "
 /// exists already, and with [`StoreError::Quota`] when the tenant's quota would be exceeded.
 pub async fn create(tx: &mut TenantTx, batch: &[NewMemory]) -> Result<Vec<Memory>> {
     let ids: Vec<&str> = batch.iter().map(|m| m.memory_id.as_str()).collect();
+    retire_expired(tx, &ids).await?;
     let taken: Vec<String> = sqlx::query_scalar(
         "SELECT memory_id FROM contextual_memories WHERE tenant_id = $1 AND memory_id = ANY($2) LIMIT 10",
     )
@@ -168,6 +169,7 @@ pub async fn create(tx: &mut TenantTx, batch: &[NewMemory]) -> Result<Vec<Memory
 
 /// Inserts or replaces the memory with this `memory_id`; returns it and whether it was created.
 pub async fn upsert(tx: &mut TenantTx, m: &NewMemory) -> Result<(Memory, bool)> {
+    retire_expired(tx, &[m.memory_id.as_str()]).await?;
     #[derive(FromRow)]
     struct Row {
         #[sqlx(flatten)]
@@ -190,6 +192,28 @@ pub async fn upsert(tx: &mut TenantTx, m: &NewMemory) -> Result<(Memory, bool)> 
     .await?;
     enforce_quota(tx).await?;
     Ok((row.memory, row.inserted))
+}
+
+/// An expired memory is gone for every read; before its id is used again it is retired as the
+/// tenant's retention policy says (deleted or archived; a 'retain' policy keeps it, and the id
+/// stays taken).
+async fn retire_expired(tx: &mut TenantTx, memory_ids: &[&str]) -> Result<()> {
+    let expired: Vec<String> = sqlx::query_scalar(
+        "SELECT memory_id FROM contextual_memories
+         WHERE tenant_id = $1 AND memory_id = ANY($2) AND expires_at <= now()",
+    )
+    .bind(tx.tenant_id())
+    .bind(memory_ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    if !expired.is_empty() {
+        sqlx::query("SELECT mnemo_retire_memories($1, $2)")
+            .bind(tx.tenant_id())
+            .bind(&expired)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Checks, after a write and inside its transaction, that the tenant is within its quotas; the

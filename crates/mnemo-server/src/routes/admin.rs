@@ -4,20 +4,20 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use mnemo_core::{check_json, Invalid, IsolationLevel, Name, Scope, TenantKey};
+use mnemo_core::{json_object, Invalid, IsolationLevel, Name, Scope, TenantKey};
 use mnemo_store::admin::{
     ApiKey, NewProject, NewTenant, Project, ProjectPatch, Tenant, TenantPatch,
 };
 
 use crate::auth::AdminCtx;
 use crate::error::ApiResult;
-use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::extract::{nullable, ApiJson, ApiPath, ApiQuery};
 use crate::routes::memories::check_limit;
 use crate::state::AppState;
 
@@ -31,23 +31,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(revoke_key))
 }
 
-fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(d).map(Some)
-}
-
-fn settings(field: &str, v: Option<Value>) -> Result<Option<Value>, Invalid> {
-    match v {
-        None => Ok(None),
-        Some(v) if v.is_object() => {
-            check_json(field, &v, 16)?;
-            Ok(Some(v))
-        }
-        Some(_) => Err(Invalid::new(field, "must be a JSON object")),
-    }
+/// Project and tenant settings: a JSON object of modest depth.
+fn settings(v: Option<Value>) -> Result<Value, Invalid> {
+    json_object("settings", v, 16)
 }
 
 fn description(v: Option<String>) -> Result<Option<String>, Invalid> {
@@ -82,8 +68,7 @@ async fn create_project(
         name: Name::parse("name", &p.name)?.into_string(),
         description: description(p.description)?,
         owner_id: Name::parse("owner_id", &p.owner_id)?.into_string(),
-        settings: settings("settings", p.settings)?
-            .unwrap_or_else(|| Value::Object(Default::default())),
+        settings: settings(p.settings)?,
     };
     Ok((
         StatusCode::CREATED,
@@ -160,7 +145,7 @@ async fn update_project(
             .owner_id
             .map(|n| Name::parse("owner_id", &n).map(Name::into_string))
             .transpose()?,
-        settings: settings("settings", p.settings)?,
+        settings: p.settings.map(|v| settings(Some(v))).transpose()?,
     };
     Ok(Json(state.store.update_project(id, patch).await?))
 }
@@ -228,8 +213,7 @@ async fn create_tenant(
         encryption_enabled: t.encryption_enabled.unwrap_or(false),
         max_memories: positive("max_memories", t.max_memories)?,
         max_storage_bytes: positive("max_storage_bytes", t.max_storage_bytes)?,
-        settings: settings("settings", t.settings)?
-            .unwrap_or_else(|| Value::Object(Default::default())),
+        settings: settings(t.settings)?,
     };
     let tenant = state.store.create_tenant(new).await.map_err(|e| match e {
         mnemo_store::StoreError::MissingReference { .. } => {
@@ -319,7 +303,7 @@ async fn update_tenant(
             .max_storage_bytes
             .map(|v| positive("max_storage_bytes", v))
             .transpose()?,
-        settings: settings("settings", p.settings)?,
+        settings: p.settings.map(|v| settings(Some(v))).transpose()?,
         is_active: p.is_active,
     };
     Ok(Json(state.store.update_tenant(&tenant_id, patch).await?))

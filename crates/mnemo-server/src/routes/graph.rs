@@ -10,7 +10,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use mnemo_core::{
-    check_json, Invalid, MemoryId, Permission, RelationType, RelevanceScore, Resource,
+    json_object, Invalid, MemoryId, Permission, RelationType, RelevanceScore, Resource,
 };
 use mnemo_store::relationships::{self, Direction, NewRelationship, Relationship};
 
@@ -60,13 +60,7 @@ async fn create_relationship(
     }
     let kind = RelationType::parse(&input.relationship_type)?;
     let weight = RelevanceScore::parse("weight", input.weight.unwrap_or(1.0))?;
-    let metadata = input
-        .metadata
-        .unwrap_or_else(|| Value::Object(Default::default()));
-    if !metadata.is_object() {
-        return Err(Invalid::new("metadata", "must be a JSON object").into());
-    }
-    check_json("metadata", &metadata, state.limits.max_json_depth)?;
+    let metadata = json_object("metadata", input.metadata, state.limits.max_json_depth)?;
     let new = NewRelationship {
         source: source.into_string(),
         target: target.into_string(),

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -15,13 +15,14 @@ use uuid::Uuid;
 
 use mnemo_core::text::embedding_text;
 use mnemo_core::{
-    check_json, Embedding, Invalid, MemoryId, Permission, RelevanceScore, Resource, Tags,
+    check_json, json_object, Embedding, Invalid, MemoryId, Permission, RelevanceScore, Resource,
+    Tags,
 };
 use mnemo_store::memories::{self, Cursor, Memory, MemoryFilter, MemoryPatch, NewMemory};
 
 use crate::auth::TenantCtx;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::extract::{nullable, ApiJson, ApiPath, ApiQuery};
 use crate::ops::{run, Op};
 use crate::state::{AppState, Limits};
 
@@ -119,11 +120,7 @@ fn check_content(field: &str, v: &Value, limits: &Limits) -> Result<(), Invalid>
 }
 
 fn check_metadata(v: Option<Value>, limits: &Limits) -> Result<Value, Invalid> {
-    let v = v.unwrap_or_else(|| Value::Object(Default::default()));
-    if !v.is_object() {
-        return Err(Invalid::new("metadata", "must be a JSON object"));
-    }
-    check_json("metadata", &v, limits.max_json_depth)?;
+    let v = json_object("metadata", v, limits.max_json_depth)?;
     if serde_json::to_vec(&v)
         .map(|b| b.len())
         .unwrap_or(usize::MAX)
@@ -487,15 +484,6 @@ async fn list_memories(
         memories: rows.into_iter().map(Into::into).collect(),
         next_cursor: next,
     }))
-}
-
-/// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
-fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(d).map(Some)
 }
 
 /// Fields to change; absent fields stay as they are, `null` clears `embedding` and `expires_at`.

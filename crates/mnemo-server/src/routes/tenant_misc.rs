@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use mnemo_core::{check_json, Invalid, Name, Permission, Resource};
+use mnemo_core::{json_object, Invalid, Name, Permission, Resource};
 use mnemo_store::audit::{self, AuditFilter, AuditRecord};
 use mnemo_store::memories::{self, Usage};
 use mnemo_store::policies::{self, AccessPolicy, NewPolicy};
@@ -147,13 +147,7 @@ async fn create_policy(
         )
         .into());
     }
-    let conditions = p
-        .conditions
-        .unwrap_or_else(|| Value::Object(Default::default()));
-    if !conditions.is_object() {
-        return Err(Invalid::new("conditions", "must be a JSON object").into());
-    }
-    check_json("conditions", &conditions, state.limits.max_json_depth)?;
+    let conditions = json_object("conditions", p.conditions, state.limits.max_json_depth)?;
     // A policy naming a key that is not the tenant's would silently narrow nothing.
     if let Some(key_id) = p.api_key_id {
         let keys = state.store.list_api_keys(&ctx.key.tenant_key).await?;

@@ -515,3 +515,39 @@ async fn extreme_json_numbers_read_back_unchanged() {
     assert_eq!(project.ok(201)["settings"]["n"], numbers);
     app.admin("GET", "/v1/admin/projects", None).await.ok(200);
 }
+
+#[tokio::test]
+async fn an_expired_memory_id_can_be_used_again() {
+    let app = TestApp::spawn().await;
+    let t = app.new_tenant("tenant-reuse").await;
+    for id in ["posted", "put"] {
+        let soon: DateTime<Utc> = Utc::now() + chrono::Duration::milliseconds(800);
+        app.post(
+            "/v1/memories",
+            &t.key,
+            json!({ "memory_id": id, "content": { "v": "old" }, "expires_at": soon }),
+        )
+        .await
+        .ok(201);
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Gone for reads, so gone for writes too: a create is a create, not a conflict or a replace.
+    let created = app
+        .post(
+            "/v1/memories",
+            &t.key,
+            json!({ "memory_id": "posted", "content": { "v": "new" } }),
+        )
+        .await;
+    assert_eq!(created.ok(201)["content"], json!({ "v": "new" }));
+    let put = app
+        .call(
+            "PUT",
+            "/v1/memories/put",
+            Some(&t.key),
+            Some(json!({ "content": { "v": "new" } })),
+        )
+        .await;
+    assert_eq!(put.ok(201)["content"], json!({ "v": "new" }));
+    assert_eq!(app.memory_count(&t.key).await, 2);
+}
