@@ -49,11 +49,10 @@ impl TenantCtx {
     }
 }
 
-impl FromRequestParts<AppState> for TenantCtx {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Some(secret) = presented_key(&parts.headers) else {
+impl TenantCtx {
+    /// Authenticates the tenant key in `headers`.
+    pub async fn from_headers(state: &AppState, headers: &HeaderMap) -> Result<Self, ApiError> {
+        let Some(secret) = presented_key(headers) else {
             return Err(ApiError::unauthorized(
                 "missing API key: send `Authorization: Bearer <key>`",
             ));
@@ -66,12 +65,20 @@ impl FromRequestParts<AppState> for TenantCtx {
         match state.store.authenticate(secret).await? {
             Some(key) => Ok(TenantCtx {
                 key,
-                request_id: request_id(&parts.headers),
+                request_id: request_id(headers),
             }),
             None => Err(ApiError::unauthorized(
                 "invalid, revoked or expired API key",
             )),
         }
+    }
+}
+
+impl FromRequestParts<AppState> for TenantCtx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        TenantCtx::from_headers(state, &parts.headers).await
     }
 }
 

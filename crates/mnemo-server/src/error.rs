@@ -17,7 +17,13 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub details: Option<Value>,
+    /// The operation runner already wrote this refusal's audit row.
+    pub audited: bool,
 }
+
+/// Response extension marking a refusal that is already in the audit trail.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditedRefusal;
 
 /// The body of every error response.
 #[derive(Serialize, ToSchema)]
@@ -42,7 +48,13 @@ impl ApiError {
             code,
             message: message.into(),
             details: None,
+            audited: false,
         }
+    }
+
+    pub fn audited(mut self) -> Self {
+        self.audited = true;
+        self
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -191,7 +203,11 @@ impl IntoResponse for ApiError {
                 details: self.details,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.audited {
+            response.extensions_mut().insert(AuditedRefusal);
+        }
+        response
     }
 }
 

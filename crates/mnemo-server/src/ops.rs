@@ -10,7 +10,7 @@ use mnemo_store::audit::{self, AuditEntry};
 use mnemo_store::{policies, TenantTx};
 
 use crate::auth::TenantCtx;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, AuditedRefusal};
 use crate::state::AppState;
 
 /// What an operation does, for authorization and the audit trail.
@@ -70,7 +70,7 @@ where
             ),
         );
         audit_refusal(state, ctx, &op, &err).await;
-        return Err(err);
+        return Err(err.audited());
     }
     let mut tx = state.store.begin_tenant(&ctx.key.scope).await?;
     let outcome = async {
@@ -104,7 +104,7 @@ where
         Err(err) => {
             let _ = tx.rollback().await;
             audit_refusal(state, ctx, &op, &err).await;
-            Err(err)
+            Err(err.audited())
         }
     }
 }
@@ -141,4 +141,58 @@ async fn audit_refusal(state: &AppState, ctx: &TenantCtx, op: &Op, err: &ApiErro
     if let Err(e) = write.await {
         tracing::error!(error = %e, action = op.action, "could not write the audit row of a refusal");
     }
+}
+
+/// Middleware: a tenant request refused before its operation ran (malformed JSON, invalid values,
+/// a body over the limit, an unknown route) still leaves an audit row, attributed to the key's
+/// tenant. Refusals the runner audited itself carry [`AuditedRefusal`] and are skipped; requests
+/// without a valid tenant key (401) cannot be attributed.
+pub async fn audit_rejections(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    let headers = req.headers().clone();
+    let response = next.run(req).await;
+    let status = response.status();
+    let tenant_route = path.starts_with("/v1/") && !path.starts_with("/v1/admin/");
+    if !tenant_route
+        || !status.is_client_error()
+        || status == StatusCode::UNAUTHORIZED
+        || response.extensions().get::<AuditedRefusal>().is_some()
+    {
+        return response;
+    }
+    let Ok(ctx) = TenantCtx::from_headers(&state, &headers).await else {
+        return response;
+    };
+    let resource_id: String = path
+        .chars()
+        .take(255)
+        .collect::<String>()
+        .replace('\0', "\u{fffd}");
+    let write = async {
+        let mut tx = state.store.begin_tenant(&ctx.key.scope).await?;
+        let entry = AuditEntry {
+            action: "request.rejected",
+            resource_type: "http",
+            resource_id: Some(&resource_id),
+            outcome: if status == StatusCode::NOT_FOUND {
+                "not_found"
+            } else {
+                "invalid"
+            },
+            status_code: status.as_u16(),
+            request_id: Some(ctx.request_id.as_str()).filter(|r| !r.is_empty()),
+            details: json!({ "method": method.as_str() }),
+        };
+        audit::record(&mut tx, entry).await?;
+        tx.commit().await
+    };
+    if let Err(e) = write.await {
+        tracing::error!(error = %e, "could not write the audit row of a rejected request");
+    }
+    response
 }

@@ -249,16 +249,11 @@ impl Store {
     /// from several processes: an advisory lock makes them take turns.
     pub async fn maintain_vector_indexes(&self, policy: VectorIndexPolicy) -> Result<IndexReport> {
         let mut conn = self.pool.acquire().await?;
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(727273)")
-            .fetch_one(&mut *conn)
+        // One builder at a time (CREATE INDEX CONCURRENTLY on one table serializes anyway); a
+        // second caller waits here, then finds the work done.
+        sqlx::query("SELECT pg_advisory_lock(727273)")
+            .execute(&mut *conn)
             .await?;
-        if !locked {
-            let indexed_tenants = self.refresh_vector_index_cache().await?;
-            return Ok(IndexReport {
-                indexed_tenants,
-                ..Default::default()
-            });
-        }
         let result = maintain(&self.pool, &mut conn, policy).await;
         let _ = sqlx::query("SELECT pg_advisory_unlock(727273)")
             .execute(&mut *conn)

@@ -90,6 +90,9 @@ pub async fn run(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
     .await?;
     let _ = stop_tx.send(true);
     let _ = housekeeping.await;
+    // An index build can take minutes; shutdown does not wait for it. The interrupted
+    // CREATE INDEX CONCURRENTLY leaves an invalid index, which the next run drops and rebuilds.
+    indexing.abort();
     let _ = indexing.await;
     store.close().await;
     tracing::info!("mnemo stopped");

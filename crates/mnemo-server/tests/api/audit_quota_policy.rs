@@ -528,3 +528,54 @@ async fn concurrent_writes_of_one_id_conflict_instead_of_failing() {
     }
     assert_eq!(app.memory_count(&t.key).await, 3);
 }
+
+#[tokio::test]
+async fn requests_refused_before_their_operation_runs_are_audited_too() {
+    let app = TestApp::spawn().await;
+    let t = app.new_tenant("tenant-rejects").await;
+    let malformed = app
+        .call_raw(
+            "POST",
+            "/v1/memories",
+            Some(&t.key),
+            Some(b"{oops".to_vec()),
+            Some("application/json"),
+        )
+        .await;
+    assert_eq!(malformed.status, 400);
+    let invalid = app
+        .post(
+            "/v1/memories",
+            &t.key,
+            json!({ "content": { "x": 1 }, "relevance_score": 7 }),
+        )
+        .await;
+    assert_eq!(invalid.status, 422);
+    let unknown_route = app.get("/v1/nothing-here", &t.key).await;
+    assert_eq!(unknown_route.status, 404);
+
+    let audit = app.get("/v1/audit?action=request.rejected", &t.key).await;
+    let records = audit.ok(200)["records"]
+        .as_array()
+        .expect("records")
+        .clone();
+    for (resp, outcome) in [
+        (&malformed, "invalid"),
+        (&invalid, "invalid"),
+        (&unknown_route, "not_found"),
+    ] {
+        let id = resp.request_id.as_deref().expect("request id");
+        let row = records
+            .iter()
+            .find(|r| r["request_id"] == id)
+            .unwrap_or_else(|| panic!("no audit row for request {id}: {records:?}"));
+        assert_eq!(row["status_code"], resp.status);
+        assert_eq!(row["outcome"], outcome);
+    }
+    // A refusal audited by the operation itself is not audited twice.
+    let missing = app.get("/v1/memories/absent", &t.key).await;
+    assert_eq!(missing.status, 404);
+    let id = missing.request_id.expect("request id");
+    let rows = app.get(&format!("/v1/audit?request_id={id}"), &t.key).await;
+    assert_eq!(rows.ok(200)["records"].as_array().map(Vec::len), Some(1));
+}
