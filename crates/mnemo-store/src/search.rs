@@ -249,11 +249,18 @@ impl Store {
     /// from several processes: an advisory lock makes them take turns.
     pub async fn maintain_vector_indexes(&self, policy: VectorIndexPolicy) -> Result<IndexReport> {
         let mut conn = self.pool.acquire().await?;
-        // One builder at a time (CREATE INDEX CONCURRENTLY on one table serializes anyway); a
-        // second caller waits here, then finds the work done.
-        sqlx::query("SELECT pg_advisory_lock(727273)")
-            .execute(&mut *conn)
-            .await?;
+        // One builder at a time; a second caller waits, then finds the work done. It waits by
+        // polling, between statements: blocked inside pg_advisory_lock() its open transaction is
+        // one that the holder's CREATE INDEX CONCURRENTLY waits for, a deadlock.
+        loop {
+            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(727273)")
+                .fetch_one(&mut *conn)
+                .await?;
+            if locked {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
         let result = maintain(&self.pool, &mut conn, policy).await;
         let _ = sqlx::query("SELECT pg_advisory_unlock(727273)")
             .execute(&mut *conn)
