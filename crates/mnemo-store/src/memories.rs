@@ -138,14 +138,8 @@ const INSERT_FROM_DOCS: &str = "
 /// exists already, and with [`StoreError::Quota`] when the tenant's quota would be exceeded.
 pub async fn create(tx: &mut TenantTx, batch: &[NewMemory]) -> Result<Vec<Memory>> {
     let ids: Vec<&str> = batch.iter().map(|m| m.memory_id.as_str()).collect();
-    retire_expired(tx, &ids).await?;
-    let taken: Vec<String> = sqlx::query_scalar(
-        "SELECT memory_id FROM contextual_memories WHERE tenant_id = $1 AND memory_id = ANY($2) LIMIT 10",
-    )
-    .bind(tx.tenant_id())
-    .bind(&ids)
-    .fetch_all(&mut **tx)
-    .await?;
+    let mut taken = retire_expired(tx, &ids).await?;
+    taken.truncate(10);
     if !taken.is_empty() {
         return Err(StoreError::Conflict {
             constraint: format!("memory_id exists: {}", taken.join(", ")),
@@ -169,6 +163,7 @@ pub async fn create(tx: &mut TenantTx, batch: &[NewMemory]) -> Result<Vec<Memory
 
 /// Inserts or replaces the memory with this `memory_id`; returns it and whether it was created.
 pub async fn upsert(tx: &mut TenantTx, m: &NewMemory) -> Result<(Memory, bool)> {
+    // A live memory with this id is what the upsert replaces.
     retire_expired(tx, &[m.memory_id.as_str()]).await?;
     #[derive(FromRow)]
     struct Row {
@@ -197,23 +192,26 @@ pub async fn upsert(tx: &mut TenantTx, m: &NewMemory) -> Result<(Memory, bool)> 
 /// An expired memory is gone for every read; before its id is used again it is retired as the
 /// tenant's retention policy says (deleted or archived; a 'retain' policy keeps it, and the id
 /// stays taken).
-async fn retire_expired(tx: &mut TenantTx, memory_ids: &[&str]) -> Result<()> {
-    let expired: Vec<String> = sqlx::query_scalar(
-        "SELECT memory_id FROM contextual_memories
-         WHERE tenant_id = $1 AND memory_id = ANY($2) AND expires_at <= now()",
+/// Returns the ids that are held by live (unexpired) memories.
+async fn retire_expired(tx: &mut TenantTx, memory_ids: &[&str]) -> Result<Vec<String>> {
+    let existing: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT memory_id, coalesce(expires_at <= now(), false) FROM contextual_memories
+         WHERE tenant_id = $1 AND memory_id = ANY($2)",
     )
     .bind(tx.tenant_id())
     .bind(memory_ids)
     .fetch_all(&mut **tx)
     .await?;
+    let (expired, live): (Vec<_>, Vec<_>) = existing.into_iter().partition(|(_, expired)| *expired);
     if !expired.is_empty() {
+        let expired: Vec<String> = expired.into_iter().map(|(id, _)| id).collect();
         sqlx::query("SELECT mnemo_retire_memories($1, $2)")
             .bind(tx.tenant_id())
             .bind(&expired)
             .execute(&mut **tx)
             .await?;
     }
-    Ok(())
+    Ok(live.into_iter().map(|(id, _)| id).collect())
 }
 
 /// Checks, after a write and inside its transaction, that the tenant is within its quotas; the
