@@ -284,7 +284,7 @@ async fn expired_memories_never_appear_in_search() {
     let (_, key) = app.tenant("expiry").await;
     let mut rng = StdRng::seed_from_u64(4);
     let v = clustered(&mut rng, 2);
-    let soon = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+    let soon = chrono::Utc::now() + chrono::Duration::milliseconds(4000);
     let (s, _) = app.post("/v1/memories", &key, json!({"memory_id": "short", "content": {"text": "ephemeral"}, "embedding": v[0], "expires_at": soon})).await;
     assert_eq!(s, 201);
     let (s, _) = app
@@ -296,7 +296,7 @@ async fn expired_memories_never_appear_in_search() {
         .await;
     assert_eq!(s, 201);
     assert!(ids(&app.search(&key, json!({"vector": v[0]})).await).contains(&"short".to_owned()));
-    tokio::time::sleep(Duration::from_millis(1700)).await;
+    tokio::time::sleep(Duration::from_millis(4300)).await;
     for body in [
         json!({"vector": v[0]}),
         json!({"query": "ephemeral", "mode": "text"}),

@@ -293,7 +293,7 @@ async fn list_filters_by_containment_tags_relevance_and_time() {
 async fn an_expired_memory_disappears_from_every_read() {
     let app = TestApp::spawn().await;
     let t = app.new_tenant("tenant-ttl").await;
-    let expires: DateTime<Utc> = Utc::now() + chrono::Duration::milliseconds(1500);
+    let expires: DateTime<Utc> = Utc::now() + chrono::Duration::milliseconds(4000);
     app.post(
         "/v1/memories",
         &t.key,
@@ -313,7 +313,7 @@ async fn an_expired_memory_disappears_from_every_read() {
     assert!(got.ok(200)["expires_at"].is_string());
     assert_eq!(ids(app.get("/v1/memories", &t.key).await.ok(200)).len(), 2);
 
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    tokio::time::sleep(Duration::from_millis(4300)).await;
     app.get("/v1/memories/short", &t.key)
         .await
         .expect(404, "memory_not_found");
