@@ -154,7 +154,13 @@ pub async fn audit_rejections(
 ) -> axum::response::Response {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
-    let headers = req.headers().clone();
+    // Only what attribution needs, not a copy of every header of every request.
+    let mut headers = axum::http::HeaderMap::new();
+    for name in ["authorization", "x-api-key", "x-request-id"] {
+        if let Some(v) = req.headers().get(name) {
+            headers.insert(name, v.clone());
+        }
+    }
     let response = next.run(req).await;
     let status = response.status();
     let tenant_route = path.starts_with("/v1/") && !path.starts_with("/v1/admin/");

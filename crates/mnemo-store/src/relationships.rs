@@ -32,14 +32,17 @@ pub enum Direction {
     Both,
 }
 
-const EDGE_SELECT: &str = "
-    SELECT r.id, s.memory_id AS source, t.memory_id AS target, r.relationship_type, r.weight,
+/// Edges with both ends' `memory_id`s (and their internal ids, `source_uuid` / `target_uuid`).
+pub(crate) const EDGE_SELECT: &str = "
+    SELECT r.source_memory_id AS source_uuid, r.target_memory_id AS target_uuid,
+           r.id, s.memory_id AS source, t.memory_id AS target, r.relationship_type, r.weight,
            r.metadata, r.created_at
     FROM memory_relationships r
     JOIN contextual_memories s ON s.tenant_id = r.tenant_id AND s.id = r.source_memory_id
     JOIN contextual_memories t ON t.tenant_id = r.tenant_id AND t.id = r.target_memory_id";
 
-const LIVE: &str = "(s.expires_at IS NULL OR s.expires_at > now()) AND (t.expires_at IS NULL OR t.expires_at > now())";
+/// Both ends of the edge are unexpired.
+pub(crate) const LIVE: &str = "(s.expires_at IS NULL OR s.expires_at > now()) AND (t.expires_at IS NULL OR t.expires_at > now())";
 
 pub struct NewRelationship {
     pub source: String,

@@ -16,6 +16,7 @@ use sqlx::{FromRow, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::memories::{columns, Memory, MemoryFilter};
+use crate::relationships::{EDGE_SELECT, LIVE};
 use crate::{Result, Store, TenantTx};
 
 /// How a vector query was answered.
@@ -342,18 +343,12 @@ pub async fn adjacent(
         #[sqlx(flatten)]
         rel: crate::relationships::Relationship,
     }
-    let edges: Vec<Edge> = sqlx::query_as(
-        "SELECT r.source_memory_id AS source_uuid, r.target_memory_id AS target_uuid,
-                r.id, s.memory_id AS source, t.memory_id AS target, r.relationship_type, r.weight,
-                r.metadata, r.created_at
-         FROM memory_relationships r
-         JOIN contextual_memories s ON s.tenant_id = r.tenant_id AND s.id = r.source_memory_id
-         JOIN contextual_memories t ON t.tenant_id = r.tenant_id AND t.id = r.target_memory_id
-         WHERE r.tenant_id = $1 AND (r.source_memory_id = ANY($2) OR r.target_memory_id = ANY($2))
-           AND (s.expires_at IS NULL OR s.expires_at > now()) AND (t.expires_at IS NULL OR t.expires_at > now())
+    let edges: Vec<Edge> = sqlx::query_as(&format!(
+        "{EDGE_SELECT}
+         WHERE r.tenant_id = $1 AND (r.source_memory_id = ANY($2) OR r.target_memory_id = ANY($2)) AND {LIVE}
          ORDER BY r.weight DESC, r.created_at, r.id
-         LIMIT $3",
-    )
+         LIMIT $3"
+    ))
     .bind(tx.tenant_id())
     .bind(ids)
     .bind(limit)

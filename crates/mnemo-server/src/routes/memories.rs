@@ -371,8 +371,21 @@ pub fn decode_cursor(s: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
     Ok((t, id.parse().map_err(|_| bad())?))
 }
 
-pub fn page_cursor(t: Option<(DateTime<Utc>, Uuid)>) -> Option<String> {
-    t.map(|(t, id)| encode_cursor(t, id))
+/// Pages are fetched with one row more than `limit`: if it came, it is dropped and the cursor of
+/// the page's last row is returned for the next page.
+pub fn next_page<T>(
+    rows: &mut Vec<T>,
+    limit: i64,
+    key: impl Fn(&T) -> (DateTime<Utc>, Uuid),
+) -> Option<String> {
+    if rows.len() as i64 <= limit {
+        return None;
+    }
+    rows.truncate(limit as usize);
+    rows.last().map(|row| {
+        let (t, id) = key(row);
+        encode_cursor(t, id)
+    })
 }
 
 fn split_tags(field: &str, s: Option<String>) -> Result<Option<Vec<String>>, Invalid> {
@@ -474,12 +487,7 @@ async fn list_memories(
     })
     .await?;
     let mut rows = rows;
-    let next = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        page_cursor(rows.last().map(|m| (m.created_at, m.id)))
-    } else {
-        None
-    };
+    let next = next_page(&mut rows, limit, |m| (m.created_at, m.id));
     Ok(Json(MemoryPage {
         memories: rows.into_iter().map(Into::into).collect(),
         next_cursor: next,

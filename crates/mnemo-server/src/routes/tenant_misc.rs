@@ -20,7 +20,7 @@ use crate::auth::TenantCtx;
 use crate::error::ApiResult;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::ops::{run, Op};
-use crate::routes::memories::{check_limit, decode_cursor, page_cursor};
+use crate::routes::memories::{check_limit, decode_cursor, next_page};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -84,12 +84,7 @@ async fn list_audit(
         Box::pin(async move { Ok(audit::list(tx, &filter, cursor, limit + 1).await?) })
     })
     .await?;
-    let next = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        page_cursor(rows.last().map(|r| (r.created_at, r.id)))
-    } else {
-        None
-    };
+    let next = next_page(&mut rows, limit, |r| (r.created_at, r.id));
     Ok(Json(AuditPage {
         records: rows,
         next_cursor: next,

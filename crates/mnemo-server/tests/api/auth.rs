@@ -141,14 +141,8 @@ async fn read_only_key_writing_gets_403_insufficient_scope_and_writes_nothing() 
         .await;
     app.create_memory(&t.key, "m2", json!({"text": "two"}))
         .await;
-    let rel = app
-        .post(
-            "/v1/relationships",
-            &t.key,
-            json!({"source": "m1", "target": "m2", "relationship_type": "related_to"}),
-        )
-        .await;
-    let rel = rel.ok(201)["id"].as_str().expect("id").to_owned();
+    let rel = app.link(&t.key, "m1", "m2", "related_to", 1.0).await;
+    let rel = rel["id"].as_str().expect("id").to_owned();
     let (_, ro) = app.create_key(&t.tenant_id, &["memories:read"], None).await;
     let before = app.get("/v1/memories?include_embedding=true", &t.key).await;
 

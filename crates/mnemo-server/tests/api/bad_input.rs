@@ -421,14 +421,8 @@ async fn bad_input_on_every_endpoint_is_a_4xx_with_the_error_shape() {
         .await;
     app.create_memory(&t.key, "m2", json!({"text": "two"}))
         .await;
-    let rel = app
-        .post(
-            "/v1/relationships",
-            &t.key,
-            json!({"source": "m1", "target": "m2", "relationship_type": "related_to"}),
-        )
-        .await;
-    let rel = rel.ok(201)["id"].as_str().expect("id").to_owned();
+    let rel = app.link(&t.key, "m1", "m2", "related_to", 1.0).await;
+    let rel = rel["id"].as_str().expect("id").to_owned();
     let policy = app
         .post(
             "/v1/policies",

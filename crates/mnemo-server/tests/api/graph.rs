@@ -6,24 +6,6 @@ use serde_json::{json, Value};
 
 use crate::harness::TestApp;
 
-async fn link(
-    app: &TestApp,
-    key: &str,
-    source: &str,
-    target: &str,
-    kind: &str,
-    weight: f64,
-) -> Value {
-    let r = app
-        .post(
-            "/v1/relationships",
-            key,
-            json!({ "source": source, "target": target, "relationship_type": kind, "weight": weight }),
-        )
-        .await;
-    r.ok(201).clone()
-}
-
 fn depths(graph: &Value) -> BTreeMap<String, i64> {
     graph["nodes"]
         .as_array()
@@ -100,9 +82,9 @@ async fn relationships_are_created_read_and_deleted() {
     )
     .await
     .expect(409, "relationship_exists");
-    let default_weight = link(&app, &t.key, "a", "b", "related_to", 1.0).await;
+    let default_weight = app.link(&t.key, "a", "b", "related_to", 1.0).await;
     assert_eq!(default_weight["weight"], 1.0);
-    link(&app, &t.key, "b", "a", "caused_by", 0.5).await;
+    app.link(&t.key, "b", "a", "caused_by", 0.5).await;
     app.post(
         "/v1/relationships",
         &t.key,
@@ -151,10 +133,10 @@ async fn neighbours_follow_direction_type_and_weight() {
     for id in ["hub", "x", "y", "z"] {
         app.create_memory(&t.key, id, json!({ "id": id })).await;
     }
-    link(&app, &t.key, "hub", "x", "related_to", 0.2).await;
-    link(&app, &t.key, "hub", "y", "caused_by", 0.9).await;
-    link(&app, &t.key, "z", "hub", "related_to", 0.5).await;
-    link(&app, &t.key, "x", "y", "related_to", 1.0).await;
+    app.link(&t.key, "hub", "x", "related_to", 0.2).await;
+    app.link(&t.key, "hub", "y", "caused_by", 0.9).await;
+    app.link(&t.key, "z", "hub", "related_to", 0.5).await;
+    app.link(&t.key, "x", "y", "related_to", 1.0).await;
 
     let both = app.get("/v1/memories/hub/neighbours", &t.key).await;
     let both = both.ok(200).clone();
@@ -215,11 +197,11 @@ async fn traversal_on_a_cycle_ends_and_reports_depths_and_edges() {
         app.create_memory(&t.key, id, json!({ "id": id })).await;
     }
     // a → b → c → a, plus a tail c → d → e.
-    link(&app, &t.key, "a", "b", "next", 1.0).await;
-    link(&app, &t.key, "b", "c", "next", 1.0).await;
-    link(&app, &t.key, "c", "a", "next", 1.0).await;
-    link(&app, &t.key, "c", "d", "next", 1.0).await;
-    link(&app, &t.key, "d", "e", "tail", 1.0).await;
+    app.link(&t.key, "a", "b", "next", 1.0).await;
+    app.link(&t.key, "b", "c", "next", 1.0).await;
+    app.link(&t.key, "c", "a", "next", 1.0).await;
+    app.link(&t.key, "c", "d", "next", 1.0).await;
+    app.link(&t.key, "d", "e", "tail", 1.0).await;
 
     let g = app
         .get("/v1/memories/a/graph?depth=3&direction=out", &t.key)
@@ -275,15 +257,8 @@ async fn traversal_on_a_cycle_ends_and_reports_depths_and_edges() {
     for i in 0..30 {
         for j in 0..30 {
             if i != j && (i + j) % 3 == 0 {
-                link(
-                    &app,
-                    &t.key,
-                    &format!("k{i}"),
-                    &format!("k{j}"),
-                    "dense",
-                    0.5,
-                )
-                .await;
+                app.link(&t.key, &format!("k{i}"), &format!("k{j}"), "dense", 0.5)
+                    .await;
             }
         }
     }

@@ -284,6 +284,25 @@ impl TestApp {
         r.ok(201).clone()
     }
 
+    /// Creates a relationship (201 expected) and returns it.
+    pub async fn link(
+        &self,
+        key: &str,
+        source: &str,
+        target: &str,
+        kind: &str,
+        weight: f64,
+    ) -> Value {
+        let r = self
+            .post(
+                "/v1/relationships",
+                key,
+                json!({ "source": source, "target": target, "relationship_type": kind, "weight": weight }),
+            )
+            .await;
+        r.ok(201).clone()
+    }
+
     /// How many memories the tenant of `key` can see (via `/v1/usage`).
     pub async fn memory_count(&self, key: &str) -> i64 {
         let r = self.get("/v1/usage", key).await;
