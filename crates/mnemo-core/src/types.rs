@@ -287,6 +287,15 @@ pub fn json_depth(v: &serde_json::Value) -> usize {
     }
 }
 
+/// How many JSON values `v` holds, itself included: every object, array and scalar in it.
+pub fn json_values(v: &serde_json::Value) -> usize {
+    1 + match v {
+        serde_json::Value::Array(a) => a.iter().map(json_values).sum(),
+        serde_json::Value::Object(o) => o.values().map(json_values).sum(),
+        _ => 0,
+    }
+}
+
 /// Refuses JSON that PostgreSQL's jsonb cannot hold (NUL characters in strings or keys) or that
 /// nests deeper than `max_depth`.
 pub fn check_json(field: &str, v: &serde_json::Value, max_depth: usize) -> Result<(), Invalid> {
@@ -373,6 +382,14 @@ mod tests {
         assert_eq!(t.as_slice(), ["a", "b"]);
         assert!(Tags::parse("tags", vec!["".into()]).is_err());
         assert!(Tags::parse("tags", vec!["x".into(); 65]).is_err());
+    }
+
+    #[test]
+    fn json_values_counts_every_value() {
+        assert_eq!(json_values(&serde_json::json!(1)), 1);
+        assert_eq!(json_values(&serde_json::json!([])), 1);
+        assert_eq!(json_values(&serde_json::json!([1, 1, 1])), 4);
+        assert_eq!(json_values(&serde_json::json!({"a": {"b": [1, "x"]}})), 5);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use mnemo_core::{scope::scopes_allow, Permission, Resource};
 use mnemo_store::admin::AuthenticatedKey;
 
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::state::{AdminKey, AppState};
 
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
     if let Some(v) = headers.get(axum::http::header::AUTHORIZATION) {
@@ -29,8 +29,17 @@ pub fn request_id(headers: &HeaderMap) -> String {
     headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
+        .filter(|id| valid_request_id(id))
         .unwrap_or_default()
         .to_owned()
+}
+
+/// Request ids are kept as sent when they are 1 to 128 visible ASCII characters; anything else
+/// is replaced (see [`crate::check_request_id`]).
+pub const MAX_REQUEST_ID: usize = 128;
+
+pub fn valid_request_id(id: &str) -> bool {
+    (1..=MAX_REQUEST_ID).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -94,7 +103,11 @@ impl FromRequestParts<AppState> for AdminCtx {
                 "missing admin key: send `Authorization: Bearer <key>`",
             ));
         };
-        if constant_time_eq(&Sha256::digest(secret.as_bytes()), &state.admin_key_hash) {
+        let expected = match &state.admin_key {
+            AdminKey::Configured(hash) => Some(hash.as_ref().clone()),
+            AdminKey::Stored => state.store.admin_key_hash().await?,
+        };
+        if expected.is_some_and(|h| constant_time_eq(&Sha256::digest(secret.as_bytes()), &h)) {
             return Ok(AdminCtx);
         }
         if secret.len() <= 256 && state.store.authenticate(secret).await?.is_some() {

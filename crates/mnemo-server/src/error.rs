@@ -144,6 +144,12 @@ impl From<StoreError> for ApiError {
                     "tenant_access_policies_tenant_id_name_key" => {
                         ("policy_exists", "a policy with this name exists".to_owned())
                     }
+                    "admin_key_configured" => (
+                        "admin_key_configured",
+                        "the server takes its admin key from MNEMO_ADMIN_KEY; change that \
+                         variable and restart the server instead"
+                            .to_owned(),
+                    ),
                     c if c.starts_with("memory_id exists")
                         || c == "contextual_memories_tenant_memory_key" =>
                     {
@@ -164,6 +170,15 @@ impl From<StoreError> for ApiError {
             StoreError::Quota(message) => {
                 ApiError::new(StatusCode::FORBIDDEN, "quota_exceeded", message)
             }
+            StoreError::Cancelled(e) => {
+                tracing::warn!(error = %e, "a statement exceeded the statement timeout");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "statement_timeout",
+                    "the request took longer than the database allows one request to run; \
+                     narrow it (filters, k, depth, page size) or retry later",
+                )
+            }
             StoreError::Migrate(e) => {
                 tracing::error!(error = %e, "migration error");
                 ApiError::internal("database migration error")
@@ -183,13 +198,16 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// The provider's answer and address stay in the logs: its error body may echo what the
+/// operator configured (keys, account names) and its URL may carry credentials.
 impl From<mnemo_embed::EmbedError> for ApiError {
     fn from(e: mnemo_embed::EmbedError) -> Self {
         tracing::error!(error = %e, "embedding failed");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "embedding_unavailable",
-            format!("embedding failed: {e}"),
+            "the embedding provider is unavailable; retry later, or send `embedding` (`vector` \
+             to search) with the request",
         )
     }
 }

@@ -21,7 +21,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, Request, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Request, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -33,7 +33,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
 pub use error::{ApiError, ApiResult};
-pub use state::{AppState, Limits};
+pub use state::{AdminKey, AppState, Limits};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -122,6 +122,34 @@ pub fn app(state: AppState) -> Router {
             tracing::info_span!("request", method = %req.method(), uri = %req.uri().path(), request_id = %id)
         }))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(axum::middleware::from_fn(check_request_id))
+}
+
+/// Middleware: a client's `x-request-id` is kept when it is 1 to 128 visible ASCII characters
+/// ([`auth::valid_request_id`]). Anything else (too long for the audit trail's index, or with
+/// spaces and control characters that would garble logs) is replaced with a generated id before
+/// any other layer sees it, and the answer says so with `x-request-id-replaced: true`.
+pub async fn check_request_id(
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let replace = req
+        .headers()
+        .get("x-request-id")
+        .is_some_and(|v| !v.to_str().is_ok_and(auth::valid_request_id));
+    if replace {
+        req.headers_mut().remove("x-request-id");
+        if let Ok(id) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+            req.headers_mut().insert("x-request-id", id);
+        }
+    }
+    let mut response = next.run(req).await;
+    if replace {
+        response
+            .headers_mut()
+            .insert("x-request-id-replaced", HeaderValue::from_static("true"));
+    }
+    response
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then lets in-flight requests finish

@@ -7,7 +7,8 @@ use serde_json::{json, Value};
 
 use mnemo_core::{Permission, Resource};
 use mnemo_store::audit::{self, AuditEntry};
-use mnemo_store::{policies, TenantTx};
+use mnemo_store::policies::Rules;
+use mnemo_store::TenantTx;
 
 use crate::auth::TenantCtx;
 use crate::error::{ApiError, ApiResult, AuditedRefusal};
@@ -53,6 +54,71 @@ impl Op {
     }
 }
 
+/// Opens the tenant transaction of a request, bounded by the configured statement timeout.
+pub async fn begin(state: &AppState, ctx: &TenantCtx) -> mnemo_store::Result<TenantTx> {
+    state
+        .store
+        .begin_tenant_within(&ctx.key.scope, state.limits.statement_timeout)
+        .await
+}
+
+fn check_scope(ctx: &TenantCtx, op: &Op) -> ApiResult<()> {
+    if ctx.allows(op.resource, op.permission) {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(
+        "insufficient_scope",
+        format!(
+            "this key lacks the scope {}:{}",
+            op.resource.as_str(),
+            op.permission.as_str()
+        ),
+    ))
+}
+
+fn check_policy(rules: &Rules, op: &Op) -> ApiResult<()> {
+    if rules.permits(&op.resource_id, op.permission.as_str()) {
+        return Ok(());
+    }
+    Err(policy_denied(op.resource, op.permission, &op.resource_id))
+}
+
+/// The refusal of an access policy, for `id` of `resource`.
+pub fn policy_denied(resource: Resource, permission: Permission, id: &str) -> ApiError {
+    ApiError::forbidden(
+        "policy_denied",
+        format!(
+            "an access policy of this tenant does not permit {} on {} {id:?}",
+            permission.as_str(),
+            resource.as_str(),
+        ),
+    )
+}
+
+/// Checks, before any costly preparation (embedding texts, calling a provider), that `op` would
+/// be allowed: the key's scopes, then the tenant's access policies in a short transaction. A
+/// refusal is audited exactly as [`run`] audits it. [`run`] checks again, authoritatively, in
+/// the transaction that does the work.
+pub async fn authorize(state: &AppState, ctx: &TenantCtx, op: &Op) -> ApiResult<()> {
+    if let Err(err) = check_scope(ctx, op) {
+        audit_refusal(state, ctx, op, &err).await;
+        return Err(err.audited());
+    }
+    let mut tx = begin(state, ctx).await?;
+    let rules = Rules::load(&mut tx, op.resource.as_str()).await;
+    let _ = tx.rollback().await;
+    if let Err(err) = rules
+        .map_err(ApiError::from)
+        .and_then(|r| check_policy(&r, op))
+    {
+        audit_refusal(state, ctx, op, &err).await;
+        return Err(err.audited());
+    }
+    // The quota pre-check of writes belongs here, once usage counters make it cheap: a write
+    // that cannot fit is then refused before its texts are embedded.
+    Ok(())
+}
+
 /// Runs `work` for the tenant of `ctx` inside a [`TenantTx`]. Returns what `work` returned, after
 /// committing it together with a success audit row; on any refusal the transaction is rolled back
 /// (nothing partial remains) and the refusal is audited.
@@ -60,39 +126,30 @@ pub async fn run<T, F>(state: &AppState, ctx: &TenantCtx, op: Op, work: F) -> Ap
 where
     F: for<'t> FnOnce(&'t mut TenantTx) -> BoxFuture<'t, ApiResult<T>>,
 {
-    if !ctx.allows(op.resource, op.permission) {
-        let err = ApiError::forbidden(
-            "insufficient_scope",
-            format!(
-                "this key lacks the scope {}:{}",
-                op.resource.as_str(),
-                op.permission.as_str()
-            ),
-        );
+    run_with_rules(state, ctx, op, move |tx, _| work(tx)).await
+}
+
+/// [`run`], handing `work` the access-policy [`Rules`] of the operation's resource type as well,
+/// loaded once, for operations that touch more ids than the one `op` names (graph walks, search
+/// expansion, both ends of a relationship).
+pub async fn run_with_rules<T, F>(
+    state: &AppState,
+    ctx: &TenantCtx,
+    op: Op,
+    work: F,
+) -> ApiResult<T>
+where
+    F: for<'t> FnOnce(&'t mut TenantTx, &'t Rules) -> BoxFuture<'t, ApiResult<T>>,
+{
+    if let Err(err) = check_scope(ctx, &op) {
         audit_refusal(state, ctx, &op, &err).await;
         return Err(err.audited());
     }
-    let mut tx = state.store.begin_tenant(&ctx.key.scope).await?;
+    let mut tx = begin(state, ctx).await?;
     let outcome = async {
-        let permitted = policies::permits(
-            &mut tx,
-            op.resource.as_str(),
-            &op.resource_id,
-            op.permission.as_str(),
-        )
-        .await?;
-        if !permitted {
-            return Err(ApiError::forbidden(
-                "policy_denied",
-                format!(
-                    "an access policy of this tenant does not permit {} on {} {:?}",
-                    op.permission.as_str(),
-                    op.resource.as_str(),
-                    op.resource_id
-                ),
-            ));
-        }
-        work(&mut tx).await
+        let rules = Rules::load(&mut tx, op.resource.as_str()).await?;
+        check_policy(&rules, &op)?;
+        work(&mut tx, &rules).await
     }
     .await;
     match outcome {
@@ -133,7 +190,7 @@ fn entry<'a>(
 
 async fn audit_refusal(state: &AppState, ctx: &TenantCtx, op: &Op, err: &ApiError) {
     let write = async {
-        let mut tx = state.store.begin_tenant(&ctx.key.scope).await?;
+        let mut tx = begin(state, ctx).await?;
         let details = json!({ "code": err.code });
         audit::record(&mut tx, entry(ctx, op, err.outcome(), err.status, details)).await?;
         tx.commit().await
@@ -180,7 +237,7 @@ pub async fn audit_rejections(
         .collect::<String>()
         .replace('\0', "\u{fffd}");
     let write = async {
-        let mut tx = state.store.begin_tenant(&ctx.key.scope).await?;
+        let mut tx = begin(&state, &ctx).await?;
         let entry = AuditEntry {
             action: "request.rejected",
             resource_type: "http",

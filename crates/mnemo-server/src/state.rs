@@ -1,6 +1,7 @@
 //! Shared state of the running service and its configurable limits.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use mnemo_embed::Embedder;
 use mnemo_store::Store;
@@ -16,7 +17,20 @@ pub struct Limits {
     pub max_json_depth: usize,
     pub max_graph_depth: i32,
     pub max_graph_nodes: i64,
+    /// Edges a graph answer returns at most (strongest first).
+    pub max_graph_edges: i64,
     pub max_k: usize,
+    /// Bytes of a memory's or relationship's `metadata` and of a policy's `conditions`.
+    pub max_metadata_bytes: usize,
+    /// Bytes of a `contains` filter (as JSON).
+    pub max_filter_bytes: usize,
+    /// JSON values in a `contains` filter (every object, array and scalar in it): containment
+    /// costs up to one scan of a memory's array per element of the filter.
+    pub max_filter_values: usize,
+    /// Access policies a tenant may hold (each request reads the applicable ones).
+    pub max_policies: i64,
+    /// PostgreSQL `statement_timeout` of every tenant transaction; `None` keeps the server's.
+    pub statement_timeout: Option<Duration>,
     /// `hnsw.ef_search` for tenants searched through their own HNSW index.
     pub ef_search: i32,
     /// Embedded memories at which a tenant gets its own HNSW index.
@@ -34,7 +48,13 @@ impl Default for Limits {
             max_json_depth: 32,
             max_graph_depth: 3,
             max_graph_nodes: 500,
+            max_graph_edges: 2000,
             max_k: 100,
+            max_metadata_bytes: 64 * 1024,
+            max_filter_bytes: 8 * 1024,
+            max_filter_values: 64,
+            max_policies: 1000,
+            statement_timeout: Some(Duration::from_secs(5)),
             ef_search: 400,
             vector_index_min_rows: 10_000,
         }
@@ -47,6 +67,22 @@ pub struct AppState {
     /// Embeds memory text when a client sends no vector; `None` stores such memories without one.
     pub embedder: Option<Arc<dyn Embedder>>,
     pub limits: Arc<Limits>,
-    /// SHA-256 of the admin key.
-    pub admin_key_hash: Arc<Vec<u8>>,
+    pub admin_key: AdminKey,
+}
+
+/// Where admin requests are checked against.
+#[derive(Clone, Debug)]
+pub enum AdminKey {
+    /// SHA-256 of the key from configuration (`MNEMO_ADMIN_KEY`), fixed for the process's life.
+    Configured(Arc<Vec<u8>>),
+    /// The hash in `mnemo_settings`, read on every admin request, so `mnemo admin
+    /// rotate-admin-key` takes effect on the next one.
+    Stored,
+}
+
+impl AdminKey {
+    pub fn configured(secret: &str) -> AdminKey {
+        use sha2::Digest;
+        AdminKey::Configured(Arc::new(sha2::Sha256::digest(secret.as_bytes()).to_vec()))
+    }
 }

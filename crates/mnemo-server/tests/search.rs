@@ -7,9 +7,8 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
-use mnemo_server::{app, AppState, Limits};
+use mnemo_server::{app, AdminKey, AppState, Limits};
 use mnemo_store::memories::MemoryFilter;
 use mnemo_store::search::{explain_vector, Strategy};
 use mnemo_store::testing::TestDb;
@@ -35,7 +34,7 @@ impl App {
             store: db.store.clone(),
             embedder,
             limits: limits.clone(),
-            admin_key_hash: Arc::new(Sha256::digest(ADMIN.as_bytes()).to_vec()),
+            admin_key: AdminKey::configured(ADMIN),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -433,6 +433,45 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces the stored admin key, unless a server runs with its admin key from configuration
+    /// (`MNEMO_ADMIN_KEY`, see [`Store::record_admin_key_source`]): that server would never read
+    /// the new key, and the old one would keep working. Servers that use the stored key read it
+    /// on every admin request, so the new key takes effect at once.
+    pub async fn rotate_admin_key(&self, secret: &str) -> Result<()> {
+        if self.admin_key_configured().await? {
+            return Err(StoreError::Conflict {
+                constraint: "admin_key_configured".to_owned(),
+            });
+        }
+        self.set_admin_key(secret).await
+    }
+
+    /// Records where the running server takes its admin key from: its configuration (`true`) or
+    /// the stored hash (`false`).
+    pub async fn record_admin_key_source(&self, configured: bool) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO mnemo_settings (key, value) VALUES ('admin_key_source', $1)
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+        )
+        .bind(if configured {
+            "configuration"
+        } else {
+            "stored"
+        })
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Whether the last server started took its admin key from its configuration.
+    pub async fn admin_key_configured(&self) -> Result<bool> {
+        let v: Option<String> =
+            sqlx::query_scalar("SELECT value FROM mnemo_settings WHERE key = 'admin_key_source'")
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(v.as_deref() == Some("configuration"))
+    }
+
     /// Stores the hash only if no admin key exists yet; returns whether it did.
     pub async fn init_admin_key(&self, secret: &str) -> Result<bool> {
         let done = sqlx::query(

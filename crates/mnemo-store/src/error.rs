@@ -17,6 +17,10 @@ pub enum StoreError {
     /// The tenant's quota would be exceeded.
     #[error("quota exceeded: {0}")]
     Quota(String),
+    /// A statement ran longer than the transaction's `statement_timeout` and was cancelled
+    /// (SQLSTATE 57014, query_canceled).
+    #[error("statement cancelled: {0}")]
+    Cancelled(String),
     #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
@@ -38,6 +42,9 @@ impl From<sqlx::Error> for StoreError {
                     }
                 }
                 _ => {}
+            }
+            if db.code().as_deref() == Some("57014") {
+                return StoreError::Cancelled(db.message().to_owned());
             }
             // Data exceptions (class 22): bad casts, out-of-range numbers, malformed vectors.
             if db.code().is_some_and(|c| c.starts_with("22")) {

@@ -8,6 +8,7 @@ use sqlx::FromRow;
 use uuid::Uuid;
 
 use crate::memories::{columns, Memory};
+use crate::policies::Visibility;
 use crate::{Result, StoreError, TenantTx};
 
 #[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
@@ -117,13 +118,15 @@ async fn memory_uuid(tx: &mut TenantTx, memory_id: &str) -> Result<Uuid> {
     .ok_or(StoreError::NotFound("memory"))
 }
 
-/// Edges touching a memory in the given direction, optionally of one type, strongest first.
+/// Edges touching a memory in the given direction, optionally of one type, strongest first;
+/// only edges whose both ends are `visible`.
 pub async fn neighbours(
     tx: &mut TenantTx,
     memory_id: &str,
     direction: Direction,
     relationship_type: Option<&str>,
     limit: i64,
+    visible: &Visibility,
 ) -> Result<Vec<Relationship>> {
     let node = memory_uuid(tx, memory_id).await?;
     let side = match direction {
@@ -133,13 +136,18 @@ pub async fn neighbours(
     };
     Ok(sqlx::query_as(&format!(
         "{EDGE_SELECT} WHERE r.tenant_id = $1 AND {side} AND {LIVE}
-           AND ($3::text IS NULL OR r.relationship_type = $3)
-         ORDER BY r.weight DESC, r.created_at, r.id LIMIT $4"
+           AND ($3::text IS NULL OR r.relationship_type = $3) AND {} AND {}
+         ORDER BY r.weight DESC, r.created_at, r.id LIMIT $4",
+        Visibility::sql("s.memory_id", 5),
+        Visibility::sql("t.memory_id", 5),
     ))
     .bind(tx.tenant_id())
     .bind(node)
     .bind(relationship_type)
     .bind(limit)
+    .bind(visible.all)
+    .bind(&visible.exact)
+    .bind(&visible.prefixes)
     .fetch_all(&mut **tx)
     .await?)
 }
@@ -150,46 +158,65 @@ pub struct GraphNode {
     pub memory: Memory,
 }
 
-/// Breadth-first walk from a memory up to `depth` hops (a recursive CTE whose `UNION` keeps each
-/// (node, depth) once, so cycles end), at most `max_nodes` nodes nearest first, with the edges
-/// between them.
+/// What a graph walk may reach and return.
+#[derive(Debug, Clone, Copy)]
+pub struct Walk<'a> {
+    /// Hops from the start.
+    pub depth: i32,
+    pub direction: Direction,
+    /// Only edges of this type.
+    pub relationship_type: Option<&'a str>,
+    /// At most this many nodes, nearest first.
+    pub max_nodes: i64,
+    /// At most this many edges between them, strongest first.
+    pub max_edges: i64,
+    /// Memories the walk may enter; it never passes through the others.
+    pub visible: &'a Visibility,
+}
+
+/// Breadth-first walk from a memory up to `walk.depth` hops (a recursive CTE whose `UNION` keeps
+/// each (node, depth) once, so cycles end) through live, visible memories only, at most
+/// `walk.max_nodes` nodes nearest first, with the edges between them.
 pub async fn traverse(
     tx: &mut TenantTx,
     memory_id: &str,
-    depth: i32,
-    direction: Direction,
-    relationship_type: Option<&str>,
-    max_nodes: i64,
+    walk: Walk<'_>,
 ) -> Result<(Vec<GraphNode>, Vec<Relationship>)> {
     let start = memory_uuid(tx, memory_id).await?;
-    let step = match direction {
+    let step = match walk.direction {
         Direction::Out => "r.source_memory_id = w.node",
         Direction::In => "r.target_memory_id = w.node",
         Direction::Both => "(r.source_memory_id = w.node OR r.target_memory_id = w.node)",
     };
+    // Liveness and visibility are conditions of each step, so an expired or hidden memory ends
+    // the paths through it instead of only being left out of the answer.
     let ids: Vec<(Uuid, i32)> = sqlx::query_as(&format!(
         "WITH RECURSIVE walk(node, depth) AS (
             SELECT $2::uuid, 0
             UNION
-            SELECT CASE WHEN r.source_memory_id = w.node THEN r.target_memory_id ELSE r.source_memory_id END,
-                   w.depth + 1
+            SELECT n.id, w.depth + 1
             FROM walk w
             JOIN memory_relationships r ON r.tenant_id = $1 AND {step}
+            JOIN contextual_memories n ON n.tenant_id = $1
+             AND n.id = CASE WHEN r.source_memory_id = w.node THEN r.target_memory_id ELSE r.source_memory_id END
             WHERE w.depth < $3 AND ($4::text IS NULL OR r.relationship_type = $4)
+              AND (n.expires_at IS NULL OR n.expires_at > now()) AND {}
          )
          SELECT w.node, min(w.depth)::int AS depth
          FROM walk w
-         JOIN contextual_memories m ON m.tenant_id = $1 AND m.id = w.node
-         WHERE m.expires_at IS NULL OR m.expires_at > now()
          GROUP BY w.node
          ORDER BY min(w.depth), w.node
-         LIMIT $5"
+         LIMIT $5",
+        Visibility::sql("n.memory_id", 6)
     ))
     .bind(tx.tenant_id())
     .bind(start)
-    .bind(depth)
-    .bind(relationship_type)
-    .bind(max_nodes)
+    .bind(walk.depth)
+    .bind(walk.relationship_type)
+    .bind(walk.max_nodes)
+    .bind(walk.visible.all)
+    .bind(&walk.visible.exact)
+    .bind(&walk.visible.prefixes)
     .fetch_all(&mut **tx)
     .await?;
     let node_ids: Vec<Uuid> = ids.iter().map(|(id, _)| *id).collect();
@@ -216,11 +243,12 @@ pub async fn traverse(
     let edges: Vec<Relationship> = sqlx::query_as(&format!(
         "{EDGE_SELECT} WHERE r.tenant_id = $1 AND r.source_memory_id = ANY($2) AND r.target_memory_id = ANY($2)
            AND ($3::text IS NULL OR r.relationship_type = $3)
-         ORDER BY r.created_at, r.id"
+         ORDER BY r.weight DESC, r.created_at, r.id LIMIT $4"
     ))
     .bind(tx.tenant_id())
     .bind(&node_ids)
-    .bind(relationship_type)
+    .bind(walk.relationship_type)
+    .bind(walk.max_edges)
     .fetch_all(&mut **tx)
     .await?;
     Ok((nodes, edges))

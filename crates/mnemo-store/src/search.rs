@@ -326,12 +326,13 @@ async fn maintain(
     Ok(report)
 }
 
-/// Depth-1 graph expansion of search hits: the edges touching any of `ids` (strongest first, at
-/// most `limit`) and the memories at their other ends.
+/// Depth-1 graph expansion of search hits: the edges touching any of `ids` whose both ends are
+/// `visible` (strongest first, at most `limit`) and the memories at their other ends.
 pub async fn adjacent(
     tx: &mut TenantTx,
     ids: &[Uuid],
     limit: i64,
+    visible: &crate::policies::Visibility,
 ) -> Result<(
     Vec<(Uuid, Uuid, crate::relationships::Relationship)>,
     Vec<Memory>,
@@ -346,12 +347,18 @@ pub async fn adjacent(
     let edges: Vec<Edge> = sqlx::query_as(&format!(
         "{EDGE_SELECT}
          WHERE r.tenant_id = $1 AND (r.source_memory_id = ANY($2) OR r.target_memory_id = ANY($2)) AND {LIVE}
+           AND {} AND {}
          ORDER BY r.weight DESC, r.created_at, r.id
-         LIMIT $3"
+         LIMIT $3",
+        crate::policies::Visibility::sql("s.memory_id", 4),
+        crate::policies::Visibility::sql("t.memory_id", 4),
     ))
     .bind(tx.tenant_id())
     .bind(ids)
     .bind(limit)
+    .bind(visible.all)
+    .bind(&visible.exact)
+    .bind(&visible.prefixes)
     .fetch_all(&mut **tx)
     .await?;
     let others: Vec<Uuid> = edges

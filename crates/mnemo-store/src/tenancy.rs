@@ -1,6 +1,7 @@
 //! The tenant-scoped transaction.
 
 use std::ops::{Deref, DerefMut};
+use std::time::Duration;
 
 use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
@@ -78,19 +79,32 @@ impl DerefMut for TenantTx {
 }
 
 impl Store {
+    /// Opens a tenant transaction with the server's default statement timeout.
     pub async fn begin_tenant(&self, scope: &TenantScope) -> Result<TenantTx> {
-        let mut tx = self.pool.begin().await?;
-        // Plain `SET LOCAL` statements: Citus forwards these to its workers, which it does not do
-        // for set_config(). A Uuid renders only hex digits and dashes, so the literal cannot be an
-        // injection.
-        sqlx::query("SET LOCAL ROLE mnemo_app")
-            .execute(&mut *tx)
-            .await?;
-        let set_tenant = format!("SET LOCAL app.tenant_id = '{}'", scope.tenant);
-        sqlx::query(&set_tenant)
-            .persistent(false)
-            .execute(&mut *tx)
-            .await?;
+        self.begin_tenant_within(scope, None).await
+    }
+
+    /// Opens a tenant transaction whose statements are each cancelled after `statement_timeout`
+    /// (PostgreSQL's `statement_timeout`, [`crate::StoreError::Cancelled`]); `None` keeps the
+    /// server's default.
+    pub async fn begin_tenant_within(
+        &self,
+        scope: &TenantScope,
+        statement_timeout: Option<Duration>,
+    ) -> Result<TenantTx> {
+        // One round trip: BEGIN and the plain `SET LOCAL` statements in one simple query. Plain
+        // SETs because Citus forwards them to its workers, which it does not do for set_config().
+        // Only digits and a Uuid (hex digits and dashes) are spliced in: no injection possible.
+        let mut begin = format!(
+            "BEGIN; SET LOCAL ROLE mnemo_app; SET LOCAL app.tenant_id = '{}'",
+            scope.tenant
+        );
+        if let Some(t) = statement_timeout {
+            // 0 would mean "no timeout" to PostgreSQL; the smallest bound is 1 ms.
+            let ms = t.as_millis().clamp(1, i32::MAX as u128);
+            begin.push_str(&format!("; SET LOCAL statement_timeout = {ms}"));
+        }
+        let tx = self.pool.begin_with(begin).await?;
         Ok(TenantTx { tx, scope: *scope })
     }
 }

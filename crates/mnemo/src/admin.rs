@@ -70,7 +70,8 @@ pub enum AdminCommand {
     ListKeys { tenant_id: String },
     /// Revoke a key; it stops working on the next request.
     RevokeKey { tenant_id: String, key_id: Uuid },
-    /// Replace the stored admin key with a new one and print it once.
+    /// Replace the stored admin key with a new one and print it once; servers use it from their
+    /// next admin request. Refused while MNEMO_ADMIN_KEY is set here or on the server.
     RotateAdminKey,
 }
 
@@ -153,10 +154,27 @@ pub async fn run(database_url: &str, cmd: AdminCommand) -> anyhow::Result<()> {
             print(&store.revoke_api_key(&tenant_id, key_id).await?)
         }
         AdminCommand::RotateAdminKey => {
+            if std::env::var_os("MNEMO_ADMIN_KEY").is_some_and(|v| !v.is_empty()) {
+                anyhow::bail!(
+                    "MNEMO_ADMIN_KEY is set: the admin key comes from that variable, and a \
+                     rotated key would never take effect. Change the variable and restart the \
+                     server instead."
+                );
+            }
             let key = generate_secret("mnemo_admin_");
-            store.set_admin_key(&key).await?;
+            match store.rotate_admin_key(&key).await {
+                Err(mnemo_store::StoreError::Conflict { constraint })
+                    if constraint == "admin_key_configured" =>
+                {
+                    anyhow::bail!(
+                        "the server was started with MNEMO_ADMIN_KEY: it would ignore a rotated \
+                         key. Change that variable and restart the server instead."
+                    )
+                }
+                other => other?,
+            }
             println!("{key}");
-            eprintln!("(a running server keeps the previous key until it restarts)");
+            eprintln!("(running servers accept only this key from their next admin request on)");
             Ok(())
         }
     }

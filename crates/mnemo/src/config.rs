@@ -75,7 +75,8 @@ pub struct ServeArgs {
     #[arg(long, env = "MNEMO_EMBED_TIMEOUT_SECS", default_value_t = 30)]
     pub embed_timeout_secs: u64,
 
-    /// The admin key. When unset, one is generated on first start, printed once and stored as a hash.
+    /// The admin key. When unset, one is generated on first start, printed once and stored as a
+    /// hash; `mnemo admin rotate-admin-key` replaces it (refused while this is set).
     #[arg(long, env = "MNEMO_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
 
@@ -93,6 +94,10 @@ pub struct ServeArgs {
     pub max_graph_depth: i32,
     #[arg(long, env = "MNEMO_MAX_GRAPH_NODES", default_value_t = 500)]
     pub max_graph_nodes: i64,
+    /// PostgreSQL `statement_timeout` of every tenant request's statements, in milliseconds
+    /// (0: the database's own setting). A request that runs longer answers 503 `statement_timeout`.
+    #[arg(long, env = "MNEMO_STATEMENT_TIMEOUT_MS", default_value_t = 5000)]
+    pub statement_timeout_ms: u64,
 
     /// `hnsw.ef_search` for tenants searched through their own HNSW index.
     #[arg(long, env = "MNEMO_EF_SEARCH", default_value_t = 400)]

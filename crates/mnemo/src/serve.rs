@@ -2,11 +2,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use mnemo_embed::{Embedder, HttpEmbedder, HttpEmbedderConfig, MiniLm};
-use mnemo_server::{jobs, AppState, Limits};
+use mnemo_server::{jobs, AdminKey, AppState, Limits};
 use mnemo_store::admin::generate_secret;
 use mnemo_store::Store;
 
@@ -18,7 +17,7 @@ pub async fn run(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
         .context("connecting to PostgreSQL")?;
     store.migrate().await.context("applying migrations")?;
     let embedder = build_embedder(&args).await?;
-    let admin_key_hash = admin_key_hash(&store, args.admin_key.as_deref()).await?;
+    let admin_key = admin_key(&store, args.admin_key.as_deref()).await?;
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
         max_batch: args.max_batch,
@@ -27,6 +26,8 @@ pub async fn run(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
         max_json_depth: args.max_json_depth,
         max_graph_depth: args.max_graph_depth,
         max_graph_nodes: args.max_graph_nodes,
+        statement_timeout: (args.statement_timeout_ms > 0)
+            .then(|| Duration::from_millis(args.statement_timeout_ms)),
         ef_search: args.ef_search,
         vector_index_min_rows: args.vector_index_min_rows,
         ..Limits::default()
@@ -35,7 +36,7 @@ pub async fn run(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
         store: store.clone(),
         embedder,
         limits: Arc::new(limits),
-        admin_key_hash: Arc::new(admin_key_hash),
+        admin_key,
     };
 
     store.refresh_vector_index_cache().await?;
@@ -134,26 +135,26 @@ async fn build_embedder(args: &ServeArgs) -> anyhow::Result<Option<Arc<dyn Embed
     }
 }
 
-/// The admin key's hash: from MNEMO_ADMIN_KEY when given; otherwise the stored one; otherwise a new
-/// key is generated, printed once, and only its hash stored.
-async fn admin_key_hash(store: &Store, configured: Option<&str>) -> anyhow::Result<Vec<u8>> {
+/// The admin key: from MNEMO_ADMIN_KEY when given; otherwise the stored hash (read on every admin
+/// request, so a rotation takes effect at once), generating a key, printed once, when none is
+/// stored. Which of the two is recorded, so that `mnemo admin rotate-admin-key` can refuse to
+/// print a key that this server would ignore.
+async fn admin_key(store: &Store, configured: Option<&str>) -> anyhow::Result<AdminKey> {
     if let Some(key) = configured.filter(|k| !k.is_empty()) {
         if key.len() < 16 {
             bail!("MNEMO_ADMIN_KEY must be at least 16 characters");
         }
-        return Ok(Sha256::digest(key.as_bytes()).to_vec());
+        store.record_admin_key_source(true).await?;
+        return Ok(AdminKey::configured(key));
     }
-    if let Some(hash) = store.admin_key_hash().await? {
-        return Ok(hash);
+    store.record_admin_key_source(false).await?;
+    if store.admin_key_hash().await?.is_none() {
+        let key = generate_secret("mnemo_admin_");
+        if store.init_admin_key(&key).await? {
+            eprintln!("\n  Mnemo admin key (shown once, stored only as a hash):\n\n    {key}\n");
+        }
     }
-    let key = generate_secret("mnemo_admin_");
-    if store.init_admin_key(&key).await? {
-        eprintln!("\n  Mnemo admin key (shown once, stored only as a hash):\n\n    {key}\n");
-    }
-    store
-        .admin_key_hash()
-        .await?
-        .context("the admin key hash vanished")
+    Ok(AdminKey::Stored)
 }
 
 /// Runs `step` now and then every `every` until `stop` flips.

@@ -9,16 +9,14 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use mnemo_core::{
-    json_object, Invalid, MemoryId, Permission, RelationType, RelevanceScore, Resource,
-};
-use mnemo_store::relationships::{self, Direction, NewRelationship, Relationship};
+use mnemo_core::{Invalid, MemoryId, Permission, RelationType, RelevanceScore, Resource};
+use mnemo_store::relationships::{self, Direction, NewRelationship, Relationship, Walk};
 
 use crate::auth::TenantCtx;
 use crate::error::ApiResult;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::ops::{run, Op};
-use crate::routes::memories::{check_limit, MemoryOut};
+use crate::ops::{policy_denied, run, run_with_rules, Op};
+use crate::routes::memories::{check_limit, check_object, MemoryOut};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -60,7 +58,7 @@ async fn create_relationship(
     }
     let kind = RelationType::parse(&input.relationship_type)?;
     let weight = RelevanceScore::parse("weight", input.weight.unwrap_or(1.0))?;
-    let metadata = json_object("metadata", input.metadata, state.limits.max_json_depth)?;
+    let metadata = check_object("metadata", input.metadata, &state.limits)?;
     let new = NewRelationship {
         source: source.into_string(),
         target: target.into_string(),
@@ -75,8 +73,19 @@ async fn create_relationship(
         new.source.clone(),
     )
     .created();
-    let rel = run(&state, &ctx, op, |tx| {
-        Box::pin(async move { Ok(relationships::create(tx, new).await?) })
+    // The runner checks the source; the target is checked here, before either is looked up, so
+    // that the answer never tells whether a memory the key may not write exists.
+    let rel = run_with_rules(&state, &ctx, op, |tx, rules| {
+        Box::pin(async move {
+            if !rules.permits(&new.target, Permission::Write.as_str()) {
+                return Err(policy_denied(
+                    Resource::Memories,
+                    Permission::Write,
+                    &new.target,
+                ));
+            }
+            Ok(relationships::create(tx, new).await?)
+        })
     })
     .await?;
     Ok((StatusCode::CREATED, Json(rel)))
@@ -167,15 +176,17 @@ async fn neighbours(
         memory_id.clone(),
     );
     let id = memory_id.clone();
-    let rels = run(&state, &ctx, op, |tx| {
+    let rels = run_with_rules(&state, &ctx, op, |tx, rules| {
         Box::pin(async move {
             let direction = p.direction.unwrap_or(Direction::Both);
+            let visible = rules.visibility(Permission::Read.as_str());
             Ok(relationships::neighbours(
                 tx,
                 &id,
                 direction,
                 kind.as_ref().map(RelationType::as_str),
                 limit,
+                &visible,
             )
             .await?)
         })
@@ -207,10 +218,13 @@ pub struct GraphNodeOut {
     pub memory: MemoryOut,
 }
 
+/// The memories a key may read around a root. Memories its access policies hide are neither
+/// returned nor walked through.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Graph {
     pub root: String,
     pub nodes: Vec<GraphNodeOut>,
+    /// The edges between the nodes, strongest first, at most 2,000 (configurable).
     pub edges: Vec<Relationship>,
 }
 
@@ -254,11 +268,19 @@ async fn graph(
         memory_id.clone(),
     );
     let id = memory_id.clone();
-    let (nodes, edges) = run(&state, &ctx, op, |tx| {
+    let max_edges = limits.max_graph_edges;
+    let (nodes, edges) = run_with_rules(&state, &ctx, op, |tx, rules| {
         Box::pin(async move {
-            let direction = p.direction.unwrap_or(Direction::Both);
-            let kind = kind.as_ref().map(RelationType::as_str);
-            Ok(relationships::traverse(tx, &id, depth, direction, kind, max_nodes).await?)
+            let visible = rules.visibility(Permission::Read.as_str());
+            let walk = Walk {
+                depth,
+                direction: p.direction.unwrap_or(Direction::Both),
+                relationship_type: kind.as_ref().map(RelationType::as_str),
+                max_nodes,
+                max_edges,
+                visible: &visible,
+            };
+            Ok(relationships::traverse(tx, &id, walk).await?)
         })
     })
     .await?;

@@ -15,15 +15,15 @@ use uuid::Uuid;
 
 use mnemo_core::text::embedding_text;
 use mnemo_core::{
-    check_json, json_object, Embedding, Invalid, MemoryId, Permission, RelevanceScore, Resource,
-    Tags,
+    check_json, json_object, json_values, Embedding, Invalid, MemoryId, Permission, RelevanceScore,
+    Resource, Tags,
 };
 use mnemo_store::memories::{self, Cursor, Memory, MemoryFilter, MemoryPatch, NewMemory};
 
 use crate::auth::TenantCtx;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{nullable, ApiJson, ApiPath, ApiQuery};
-use crate::ops::{run, Op};
+use crate::ops::{authorize, run, Op};
 use crate::state::{AppState, Limits};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -119,19 +119,28 @@ fn check_content(field: &str, v: &Value, limits: &Limits) -> Result<(), Invalid>
     Ok(())
 }
 
-fn check_metadata(v: Option<Value>, limits: &Limits) -> Result<Value, Invalid> {
-    let v = json_object("metadata", v, limits.max_json_depth)?;
+/// A JSON object of free-form attributes (`metadata`, a policy's `conditions`): at most
+/// `max_metadata_bytes` of JSON, nested at most `max_json_depth`; absent is `{}`.
+pub fn check_object(field: &str, v: Option<Value>, limits: &Limits) -> Result<Value, Invalid> {
+    let v = json_object(field, v, limits.max_json_depth)?;
     if serde_json::to_vec(&v)
         .map(|b| b.len())
         .unwrap_or(usize::MAX)
-        > 64 * 1024
+        > limits.max_metadata_bytes
     {
         return Err(Invalid::new(
-            "metadata",
-            "must be at most 65536 bytes of JSON",
+            field,
+            format!(
+                "must be at most {} bytes of JSON",
+                limits.max_metadata_bytes
+            ),
         ));
     }
     Ok(v)
+}
+
+fn check_metadata(v: Option<Value>, limits: &Limits) -> Result<Value, Invalid> {
+    check_object("metadata", v, limits)
 }
 
 fn check_expiry(t: Option<DateTime<Utc>>) -> Result<Option<DateTime<Utc>>, Invalid> {
@@ -171,14 +180,24 @@ fn prepare(input: MemoryInput, limits: &Limits) -> Result<Prepared, Invalid> {
 }
 
 /// Computes the embeddings of memories that came without one, in batches, before any
-/// transaction opens (inference never holds a database connection).
-async fn embed_missing(state: &AppState, batch: &mut [Prepared]) -> ApiResult<()> {
+/// transaction opens (inference never holds a database connection). Embedding costs time and,
+/// with a paid provider, money: `op` is authorized first.
+async fn embed_missing(
+    state: &AppState,
+    ctx: &TenantCtx,
+    op: &Op,
+    batch: &mut [Prepared],
+) -> ApiResult<()> {
     let Some(embedder) = &state.embedder else {
         return Ok(());
     };
     let missing: Vec<usize> = (0..batch.len())
         .filter(|&i| batch[i].memory.embedding.is_none())
         .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    authorize(state, ctx, op).await?;
     for chunk in missing.chunks(mnemo_embed::MAX_TEXTS_PER_CALL) {
         let texts = chunk.iter().map(|&i| batch[i].text.clone()).collect();
         let vectors = embedder.embed(texts).await?;
@@ -201,15 +220,15 @@ async fn create_memory(
     ApiJson(input): ApiJson<MemoryInput>,
 ) -> ApiResult<(StatusCode, Json<MemoryOut>)> {
     let mut batch = vec![prepare(input, &state.limits)?];
-    embed_missing(&state, &mut batch).await?;
-    let new: Vec<NewMemory> = batch.into_iter().map(|p| p.memory).collect();
     let op = Op::new(
         "memory.create",
         Resource::Memories,
         Permission::Write,
-        new[0].memory_id.clone(),
+        batch[0].memory.memory_id.clone(),
     )
     .created();
+    embed_missing(&state, &ctx, &op, &mut batch).await?;
+    let new: Vec<NewMemory> = batch.into_iter().map(|p| p.memory).collect();
     let mut rows = run(&state, &ctx, op, |tx| {
         Box::pin(async move { Ok(memories::create(tx, &new).await?) })
     })
@@ -270,8 +289,6 @@ async fn create_batch(
             dup.memory.memory_id
         )));
     }
-    embed_missing(&state, &mut batch).await?;
-    let new: Vec<NewMemory> = batch.into_iter().map(|p| p.memory).collect();
     let op = Op::new(
         "memory.batch_create",
         Resource::Memories,
@@ -279,6 +296,8 @@ async fn create_batch(
         "*",
     )
     .created();
+    embed_missing(&state, &ctx, &op, &mut batch).await?;
+    let new: Vec<NewMemory> = batch.into_iter().map(|p| p.memory).collect();
     let rows = run(&state, &ctx, op, |tx| {
         Box::pin(async move { Ok(memories::create(tx, &new).await?) })
     })
@@ -407,8 +426,25 @@ pub fn build_filter(
     created_after: Option<DateTime<Utc>>,
     created_before: Option<DateTime<Utc>>,
 ) -> Result<MemoryFilter, Invalid> {
+    // Containment costs up to one scan of a memory's array per value of the filter, so its
+    // size is bounded like its depth (the statement timeout bounds the rest).
     if let Some(c) = &contains {
         check_json("contains", c, limits.max_json_depth.min(8))?;
+        if json_values(c) > limits.max_filter_values {
+            return Err(Invalid::new(
+                "contains",
+                format!(
+                    "must hold at most {} JSON values (objects, arrays and scalars)",
+                    limits.max_filter_values
+                ),
+            ));
+        }
+        if serde_json::to_vec(c).map(|b| b.len()).unwrap_or(usize::MAX) > limits.max_filter_bytes {
+            return Err(Invalid::new(
+                "contains",
+                format!("must be at most {} bytes of JSON", limits.max_filter_bytes),
+            ));
+        }
     }
     let min = min_relevance
         .map(|v| RelevanceScore::parse("min_relevance", v))
@@ -554,6 +590,12 @@ async fn update_memory(
         expires_at: input.expires_at.map(check_expiry).transpose()?,
         ..Default::default()
     };
+    let op = Op::new(
+        "memory.update",
+        Resource::Memories,
+        Permission::Write,
+        memory_id.clone(),
+    );
     match input.embedding {
         Some(Some(v)) => {
             patch.embedding = Some(Some(Embedding::parse_f64("embedding", &v)?.into_vec()));
@@ -565,6 +607,7 @@ async fn update_memory(
         }
         None => {
             if let (Some(content), Some(embedder)) = (&input.content, &state.embedder) {
+                authorize(&state, &ctx, &op).await?;
                 let mut v = embedder.embed(vec![embedding_text(content)]).await?;
                 patch.embedding = Some(v.pop());
                 patch.embedding_model = Some(Some(embedder.model_name().to_owned()));
@@ -572,12 +615,6 @@ async fn update_memory(
         }
     }
     patch.content = input.content;
-    let op = Op::new(
-        "memory.update",
-        Resource::Memories,
-        Permission::Write,
-        memory_id.clone(),
-    );
     let row = run(&state, &ctx, op, |tx| {
         Box::pin(async move { Ok(memories::update(tx, &memory_id, patch).await?) })
     })
@@ -606,14 +643,14 @@ async fn upsert_memory(
         _ => input.memory_id = Some(memory_id.clone()),
     }
     let mut batch = vec![prepare(input, &state.limits)?];
-    embed_missing(&state, &mut batch).await?;
-    let new = batch.remove(0).memory;
     let op = Op::new(
         "memory.upsert",
         Resource::Memories,
         Permission::Write,
         memory_id,
     );
+    embed_missing(&state, &ctx, &op, &mut batch).await?;
+    let new = batch.remove(0).memory;
     let (row, created) = run(&state, &ctx, op, |tx| {
         Box::pin(async move { Ok(memories::upsert(tx, &new).await?) })
     })

@@ -19,7 +19,7 @@ use mnemo_store::search::{self, Hit, Strategy};
 use crate::auth::TenantCtx;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
-use crate::ops::{run, Op};
+use crate::ops::{authorize, run_with_rules, Op};
 use crate::routes::memories::{build_filter, MemoryOut};
 use crate::state::AppState;
 
@@ -113,7 +113,14 @@ struct Plan {
     k: i64,
 }
 
-async fn plan(state: &AppState, input: &mut SearchInput) -> ApiResult<Plan> {
+/// Validates the query; embeds its text when the mode needs a vector and none was sent, after
+/// authorizing `op` (embedding costs time and, with a paid provider, money).
+async fn plan(
+    state: &AppState,
+    ctx: &TenantCtx,
+    op: &Op,
+    input: &mut SearchInput,
+) -> ApiResult<Plan> {
     let k = input.k.unwrap_or(10);
     if !(1..=state.limits.max_k as i64).contains(&k) {
         return Err(
@@ -151,6 +158,7 @@ async fn plan(state: &AppState, input: &mut SearchInput) -> ApiResult<Plan> {
                     "no embedder is configured: send `vector`, or use mode \"text\"",
                 )
             })?;
+            authorize(state, ctx, op).await?;
             let mut v = embedder
                 .embed(vec![text.clone().unwrap_or_default()])
                 .await?;
@@ -243,7 +251,6 @@ async fn search_memories(
     ctx: TenantCtx,
     ApiJson(mut input): ApiJson<SearchInput>,
 ) -> ApiResult<Json<SearchOut>> {
-    let plan = plan(&state, &mut input).await?;
     let f = input.filter.take().unwrap_or_default();
     let filter = build_filter(
         &state.limits,
@@ -259,6 +266,8 @@ async fn search_memories(
     if min_similarity.is_some_and(|s| !(-1.0..=1.0).contains(&s)) {
         return Err(Invalid::new("min_similarity", "must be between -1 and 1").into());
     }
+    let op = Op::new("memory.search", Resource::Memories, Permission::Read, "*");
+    let plan = plan(&state, &ctx, &op, &mut input).await?;
     let strategy = if state.store.has_vector_index(ctx.key.scope.tenant_id()) {
         Strategy::Hnsw
     } else {
@@ -266,9 +275,8 @@ async fn search_memories(
     };
     let ef_search = state.limits.ef_search.max(plan.k as i32 * 2);
     let (expand, with_embedding) = (input.expand, input.include_embedding);
-    let op = Op::new("memory.search", Resource::Memories, Permission::Read, "*");
     let mode = plan.mode;
-    let (hits, related) = run(&state, &ctx, op, |tx| {
+    let (hits, related) = run_with_rules(&state, &ctx, op, |tx, rules| {
         Box::pin(async move {
             // Hybrid fuses longer lists than it returns, so a memory ranked well by one side
             // and modestly by the other can still surface.
@@ -300,7 +308,8 @@ async fn search_memories(
             };
             let related = if expand && !hits.is_empty() {
                 let ids: Vec<Uuid> = hits.iter().map(|h| h.hit.memory.id).collect();
-                Some(search::adjacent(tx, &ids, (ids.len() as i64) * 10).await?)
+                let visible = rules.visibility(Permission::Read.as_str());
+                Some(search::adjacent(tx, &ids, (ids.len() as i64) * 10, &visible).await?)
             } else {
                 None
             };

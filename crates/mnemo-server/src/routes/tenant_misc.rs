@@ -11,16 +11,17 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use mnemo_core::{json_object, Invalid, Name, Permission, Resource};
+use mnemo_core::{Invalid, Name, Permission, Resource};
 use mnemo_store::audit::{self, AuditFilter, AuditRecord};
 use mnemo_store::memories::{self, Usage};
 use mnemo_store::policies::{self, AccessPolicy, NewPolicy};
+use mnemo_store::StoreError;
 
 use crate::auth::TenantCtx;
 use crate::error::ApiResult;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::ops::{run, Op};
-use crate::routes::memories::{check_limit, decode_cursor, next_page};
+use crate::routes::memories::{check_limit, check_object, decode_cursor, next_page};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -142,7 +143,7 @@ async fn create_policy(
         )
         .into());
     }
-    let conditions = json_object("conditions", p.conditions, state.limits.max_json_depth)?;
+    let conditions = check_object("conditions", p.conditions, &state.limits)?;
     // A policy naming a key that is not the tenant's would silently narrow nothing.
     if let Some(key_id) = p.api_key_id {
         let keys = state.store.list_api_keys(&ctx.key.tenant_key).await?;
@@ -166,26 +167,65 @@ async fn create_policy(
         new.name.clone(),
     )
     .created();
+    // Every request reads the applicable policies: their number is bounded.
+    let max = state.limits.max_policies;
     let policy = run(&state, &ctx, op, |tx| {
-        Box::pin(async move { Ok(policies::create(tx, new).await?) })
+        Box::pin(async move {
+            if policies::count(tx).await? >= max {
+                return Err(StoreError::Quota(format!(
+                    "a tenant may hold at most {max} access policies"
+                ))
+                .into());
+            }
+            Ok(policies::create(tx, new).await?)
+        })
     })
     .await?;
     Ok((StatusCode::CREATED, Json(policy)))
 }
 
-#[utoipa::path(get, path = "/v1/policies", tag = "policies",
-    responses((status = 200, body = Vec<AccessPolicy>)), security(("api_key" = [])))]
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PolicyListParams {
+    /// Page size, 1 to 500 (default 50).
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyPage {
+    /// Oldest first.
+    pub policies: Vec<AccessPolicy>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/policies", tag = "policies", params(PolicyListParams),
+    responses((status = 200, body = PolicyPage)), security(("api_key" = [])))]
 async fn list_policies(
     State(state): State<AppState>,
     ctx: TenantCtx,
-) -> ApiResult<Json<Vec<AccessPolicy>>> {
+    ApiQuery(p): ApiQuery<PolicyListParams>,
+) -> ApiResult<Json<PolicyPage>> {
+    let limit = check_limit(&state.limits, p.limit)?;
+    let cursor = p
+        .cursor
+        .as_deref()
+        .map(decode_cursor)
+        .transpose()?
+        .map(|(created_at, id)| policies::Cursor { created_at, id });
     let op = Op::new("policy.list", Resource::Policies, Permission::Read, "*");
-    Ok(Json(
-        run(&state, &ctx, op, |tx| {
-            Box::pin(async move { Ok(policies::list(tx).await?) })
-        })
-        .await?,
-    ))
+    let mut rows = run(&state, &ctx, op, |tx| {
+        Box::pin(async move { Ok(policies::list(tx, cursor, limit + 1).await?) })
+    })
+    .await?;
+    let next = next_page(&mut rows, limit, |r| (r.created_at, r.id));
+    Ok(Json(PolicyPage {
+        policies: rows,
+        next_cursor: next,
+    }))
 }
 
 #[utoipa::path(get, path = "/v1/policies/{id}", tag = "policies", params(("id" = Uuid, Path)),

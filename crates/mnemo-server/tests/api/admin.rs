@@ -1,6 +1,9 @@
-//! The admin surface: projects, tenants and API keys.
+//! The admin surface: projects, tenants and API keys; rotation of the admin key.
 
 use serde_json::{json, Value};
+
+use mnemo_server::{AdminKey, Limits};
+use mnemo_store::StoreError;
 
 use crate::harness::TestApp;
 
@@ -269,4 +272,57 @@ async fn keys_are_created_listed_without_secrets_and_revoked() {
     .await
     .expect(404, "api_key_not_found");
     app.get("/v1/usage", &other_secret).await.ok(200);
+}
+
+#[tokio::test]
+async fn a_rotated_admin_key_takes_effect_on_the_next_request() {
+    let app = TestApp::spawn_full(Limits::default(), None, AdminKey::Stored).await;
+    let old = "stored-admin-key-0001-old";
+    let new = "stored-admin-key-0002-new";
+    assert!(app.store.init_admin_key(old).await.expect("init"));
+    app.call("GET", "/v1/admin/projects", Some(old), None)
+        .await
+        .ok(200);
+
+    app.store.rotate_admin_key(new).await.expect("rotate");
+    app.call("GET", "/v1/admin/projects", Some(old), None)
+        .await
+        .expect(401, "unauthorized");
+    app.call("GET", "/v1/admin/projects", Some(new), None)
+        .await
+        .ok(200);
+}
+
+#[tokio::test]
+async fn rotation_is_refused_while_a_server_takes_its_admin_key_from_configuration() {
+    let app = TestApp::spawn().await;
+    app.store
+        .record_admin_key_source(true)
+        .await
+        .expect("record");
+    let refused = app.store.rotate_admin_key("would-never-take-effect").await;
+    assert!(
+        matches!(&refused, Err(StoreError::Conflict { constraint }) if constraint == "admin_key_configured"),
+        "{refused:?}"
+    );
+    assert_eq!(app.store.admin_key_hash().await.expect("read"), None);
+    // The configured key keeps working; the refused one never does.
+    app.admin("GET", "/v1/admin/projects", None).await.ok(200);
+    app.call(
+        "GET",
+        "/v1/admin/projects",
+        Some("would-never-take-effect"),
+        None,
+    )
+    .await
+    .expect(401, "unauthorized");
+    // A server that uses the stored key allows rotation again.
+    app.store
+        .record_admin_key_source(false)
+        .await
+        .expect("record");
+    app.store
+        .rotate_admin_key("now-it-takes-effect-0003")
+        .await
+        .expect("rotate");
 }

@@ -399,7 +399,7 @@ async fn a_policy_narrows_reads_to_its_pattern() {
     // Other resource types are unaffected.
     app.get("/v1/usage", &t.key).await.ok(200);
     let listed = app.get("/v1/policies", &t.key).await;
-    assert_eq!(listed.ok(200).as_array().map(Vec::len), Some(1));
+    assert_eq!(listed.ok(200)["policies"].as_array().map(Vec::len), Some(1));
     assert_eq!(
         app.get(&format!("/v1/policies/{pid}"), &t.key)
             .await
@@ -578,4 +578,68 @@ async fn requests_refused_before_their_operation_runs_are_audited_too() {
     let id = missing.request_id.expect("request id");
     let rows = app.get(&format!("/v1/audit?request_id={id}"), &t.key).await;
     assert_eq!(rows.ok(200)["records"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
+async fn a_request_id_over_128_characters_is_replaced_and_the_request_still_audited() {
+    let app = TestApp::spawn().await;
+    let t = app.new_tenant("tenant-request-ids").await;
+    let long = "r".repeat(3000);
+    let body = serde_json::to_vec(&json!({ "memory_id": "m1", "content": { "t": 1 } }))
+        .expect("serialize");
+    let send = |path: &'static str, method: &'static str, body: Option<Vec<u8>>, id: String| {
+        let app = &app;
+        let key = t.key.clone();
+        async move {
+            app.call_with_headers(
+                method,
+                path,
+                Some(&key),
+                body,
+                Some("application/json"),
+                &[("x-request-id", &id)],
+            )
+            .await
+        }
+    };
+    let created = send("/v1/memories", "POST", Some(body), long.clone()).await;
+    let missing = send("/v1/memories/absent", "GET", None, long.clone()).await;
+    let malformed = send(
+        "/v1/memories",
+        "POST",
+        Some(b"{oops".to_vec()),
+        long.clone(),
+    )
+    .await;
+    for (r, status, action, outcome) in [
+        (&created, 201, "memory.create", "success"),
+        (&missing, 404, "memory.get", "not_found"),
+        (&malformed, 400, "request.rejected", "invalid"),
+    ] {
+        assert_eq!(r.status, status, "{}", r.text);
+        let id = r.request_id.as_deref().expect("x-request-id");
+        assert!(id.parse::<uuid::Uuid>().is_ok(), "a generated id: {id}");
+        assert_eq!(
+            r.headers
+                .get("x-request-id-replaced")
+                .and_then(|v| v.to_str().ok()),
+            Some("true")
+        );
+        let rec = audit_of(&app, &t.key, r).await;
+        assert_eq!(rec["action"], action, "{rec}");
+        assert_eq!(rec["outcome"], outcome, "{rec}");
+        assert_eq!(rec["request_id"], id, "{rec}");
+    }
+
+    // 128 visible characters are kept; 129 or a space are not.
+    let kept = "k".repeat(128);
+    let r = send("/v1/usage", "GET", None, kept.clone()).await;
+    assert_eq!(r.request_id.as_deref(), Some(kept.as_str()));
+    assert!(r.headers.get("x-request-id-replaced").is_none());
+    for bad in ["k".repeat(129), "has space".to_owned()] {
+        let r = send("/v1/usage", "GET", None, bad.clone()).await;
+        r.ok(200);
+        assert_ne!(r.request_id.as_deref(), Some(bad.as_str()));
+        assert!(r.headers.get("x-request-id-replaced").is_some(), "{bad:?}");
+    }
 }

@@ -1,8 +1,14 @@
-//! The knowledge graph: relationships, neighbours, and traversal that ends on cycles.
+//! The knowledge graph: relationships, neighbours, traversal that ends on cycles and passes only
+//! through live memories the key may read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
+use uuid::Uuid;
+
+use mnemo_store::policies::Rules;
+use mnemo_store::relationships::{self, Direction, Walk};
+use mnemo_store::TenantScope;
 
 use crate::harness::TestApp;
 
@@ -268,4 +274,214 @@ async fn traversal_on_a_cycle_ends_and_reports_depths_and_edges() {
         .await;
     assert!(dense.ok(200)["nodes"].as_array().expect("nodes").len() <= 30);
     assert!(started.elapsed().as_secs() < 5, "{:?}", started.elapsed());
+}
+
+/// The internal id of a tenant, from the admin API.
+async fn tenant_uuid(app: &TestApp, tenant_id: &str) -> Uuid {
+    let t = app
+        .admin("GET", &format!("/v1/admin/tenants/{tenant_id}"), None)
+        .await;
+    t.ok(200)["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("tenant uuid")
+}
+
+#[tokio::test]
+async fn traversal_does_not_walk_through_an_expired_memory() {
+    let app = TestApp::spawn().await;
+    let t = app.new_tenant("tenant-walk-expired").await;
+    for id in ["a", "b", "c"] {
+        app.create_memory(&t.key, id, json!({ "id": id })).await;
+    }
+    app.link(&t.key, "a", "b", "next", 1.0).await;
+    app.link(&t.key, "b", "c", "next", 1.0).await;
+    let before = app.get("/v1/memories/a/graph?depth=2", &t.key).await;
+    assert_eq!(depths(before.ok(200)).len(), 3);
+
+    // b expires (backdated as the tenant, in SQL: no waiting).
+    let scope = TenantScope::assume(tenant_uuid(&app, &t.tenant_id).await);
+    let mut tx = app.store.begin_tenant(&scope).await.expect("tenant tx");
+    sqlx::query(
+        "UPDATE contextual_memories SET expires_at = now() - interval '1 second'
+         WHERE memory_id = 'b'",
+    )
+    .execute(&mut *tx)
+    .await
+    .expect("expire b");
+    tx.commit().await.expect("commit");
+
+    for direction in ["out", "both"] {
+        let g = app
+            .get(
+                &format!("/v1/memories/a/graph?depth=2&direction={direction}"),
+                &t.key,
+            )
+            .await;
+        let g = g.ok(200);
+        assert_eq!(
+            depths(g).keys().collect::<Vec<_>>(),
+            ["a"],
+            "c is reachable only through the expired b: {g}"
+        );
+        assert_eq!(g["edges"], json!([]));
+    }
+}
+
+/// A tenant with memories `notes-1` → `secret-1` → `notes-2` and `notes-1` → `notes-3`, and a key
+/// whose policy lets it read and write only `notes-*`. Returns (full key, restricted key).
+async fn notes_only(app: &TestApp) -> (String, String) {
+    let t = app.new_tenant("tenant-notes-only").await;
+    for id in ["notes-1", "secret-1", "notes-2", "notes-3"] {
+        app.create_memory(&t.key, id, json!({ "text": format!("content of {id}") }))
+            .await;
+    }
+    app.link(&t.key, "notes-1", "secret-1", "next", 0.9).await;
+    app.link(&t.key, "secret-1", "notes-2", "next", 0.9).await;
+    app.link(&t.key, "notes-1", "notes-3", "next", 0.5).await;
+    let (key_id, restricted) = app.create_key(&t.tenant_id, &["*"], None).await;
+    app.post(
+        "/v1/policies",
+        &t.key,
+        json!({ "name": "notes only", "resource_type": "memories", "resource_pattern": "notes-*",
+                "permissions": ["read", "write"], "api_key_id": key_id }),
+    )
+    .await
+    .ok(201);
+    (t.key, restricted)
+}
+
+#[tokio::test]
+async fn graph_and_neighbours_return_only_memories_the_key_may_read() {
+    let app = TestApp::spawn().await;
+    let (full, restricted) = notes_only(&app).await;
+
+    let all = app.get("/v1/memories/notes-1/graph?depth=3", &full).await;
+    assert_eq!(depths(all.ok(200)).len(), 4);
+
+    let g = app
+        .get("/v1/memories/notes-1/graph?depth=3", &restricted)
+        .await;
+    let g = g.ok(200).clone();
+    // secret-1 is hidden, and notes-2, reachable only through it, is not reached.
+    assert_eq!(
+        depths(&g).keys().collect::<Vec<_>>(),
+        ["notes-1", "notes-3"]
+    );
+    assert_eq!(edges(&g, "edges"), pairs(&[("notes-1", "notes-3")]));
+    let n = app
+        .get("/v1/memories/notes-1/neighbours", &restricted)
+        .await;
+    let n = n.ok(200).clone();
+    assert_eq!(edges(&n, "relationships"), pairs(&[("notes-1", "notes-3")]));
+    for text in [g.to_string(), n.to_string()] {
+        assert!(!text.contains("secret-1"), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn creating_a_relationship_to_a_forbidden_memory_is_refused_whether_it_exists_or_not() {
+    let app = TestApp::spawn().await;
+    let (_, restricted) = notes_only(&app).await;
+    let link = |source: &str, target: &str| json!({ "source": source, "target": target, "relationship_type": "probe" });
+    let existing = app
+        .post(
+            "/v1/relationships",
+            &restricted,
+            link("notes-1", "secret-1"),
+        )
+        .await;
+    existing.expect(403, "policy_denied");
+    let missing = app
+        .post(
+            "/v1/relationships",
+            &restricted,
+            link("notes-1", "secret-9"),
+        )
+        .await;
+    missing.expect(403, "policy_denied");
+    assert_eq!(
+        existing.text.replace("secret-1", "ID"),
+        missing.text.replace("secret-9", "ID"),
+        "the answer must not tell whether the target exists"
+    );
+    app.post(
+        "/v1/relationships",
+        &restricted,
+        link("secret-1", "notes-1"),
+    )
+    .await
+    .expect(403, "policy_denied");
+    app.post(
+        "/v1/relationships",
+        &restricted,
+        link("secret-9", "notes-1"),
+    )
+    .await
+    .expect(403, "policy_denied");
+    // Within the policy, the usual answers.
+    app.post("/v1/relationships", &restricted, link("notes-1", "notes-9"))
+        .await
+        .expect(404, "memory_not_found");
+    app.post("/v1/relationships", &restricted, link("notes-2", "notes-3"))
+        .await
+        .ok(201);
+}
+
+/// The SQL form of the access-policy rule ([`mnemo_store::policies::Visibility`]) keeps exactly
+/// the ids that `pattern_matches` keeps, including ids with LIKE wildcards and the id `*`.
+#[tokio::test]
+async fn the_walk_keeps_exactly_the_ids_the_policy_rules_permit() {
+    let app = TestApp::spawn().await;
+    let t = app.new_tenant("tenant-visibility").await;
+    let ids = [
+        "notes-1", "notes-", "notes", "NOTES-1", "notes_%", "note%s-1", "*", "**", "todo-1",
+        "todo-10", "x",
+    ];
+    app.create_memory(&t.key, "hub", json!({})).await;
+    for id in ids {
+        app.create_memory(&t.key, id, json!({})).await;
+        app.link(&t.key, "hub", id, "r", 0.5).await;
+    }
+    let scope = TenantScope::assume(tenant_uuid(&app, &t.tenant_id).await);
+    let rule_sets: Vec<Vec<(&str, Vec<&str>)>> = vec![
+        vec![],
+        vec![("notes-*", vec!["read"])],
+        vec![("todo-1", vec!["read"]), ("**", vec!["read"])],
+        vec![("note%*", vec!["read"]), ("*", vec!["write"])],
+        vec![("*", vec!["read"])],
+        vec![("notes_%", vec!["read", "write"]), ("x*", vec!["read"])],
+    ];
+    for set in rule_sets {
+        let rules = Rules::from_pairs(
+            set.iter()
+                .map(|(p, perms)| (p.to_string(), perms.iter().map(|s| s.to_string()).collect()))
+                .collect(),
+        );
+        let visible = rules.visibility("read");
+        let mut tx = app.store.begin_tenant(&scope).await.expect("tenant tx");
+        let walk = Walk {
+            depth: 1,
+            direction: Direction::Out,
+            relationship_type: None,
+            max_nodes: 100,
+            max_edges: 100,
+            visible: &visible,
+        };
+        let (nodes, _) = relationships::traverse(&mut tx, "hub", walk)
+            .await
+            .expect("traverse");
+        tx.rollback().await.expect("rollback");
+        let got: BTreeSet<String> = nodes
+            .into_iter()
+            .filter(|n| n.depth == 1)
+            .map(|n| n.memory.memory_id)
+            .collect();
+        let want: BTreeSet<String> = ids
+            .iter()
+            .filter(|id| rules.permits(id, "read"))
+            .map(|id| id.to_string())
+            .collect();
+        assert_eq!(got, want, "rules {set:?}");
+    }
 }

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mnemo_embed::Embedder;
-use mnemo_server::{AppState, Limits};
+use mnemo_server::{AdminKey, AppState, Limits};
 use mnemo_store::testing::TestDb;
+use mnemo_store::Store;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef";
@@ -17,6 +17,8 @@ pub struct TestApp {
     pub base_url: String,
     pub client: reqwest::Client,
     pub admin_key: String,
+    /// The test database, as its owner (for what the API cannot do, e.g. backdating an expiry).
+    pub store: Store,
     _stop: oneshot::Sender<()>,
 }
 
@@ -37,6 +39,7 @@ pub struct Resp {
     pub text: String,
     pub request_id: Option<String>,
     pub content_type: Option<String>,
+    pub headers: reqwest::header::HeaderMap,
 }
 
 impl Resp {
@@ -100,12 +103,20 @@ impl TestApp {
     }
 
     pub async fn spawn_with(limits: Limits, embedder: Option<Arc<dyn Embedder>>) -> TestApp {
+        Self::spawn_full(limits, embedder, AdminKey::configured(ADMIN_KEY)).await
+    }
+
+    pub async fn spawn_full(
+        limits: Limits,
+        embedder: Option<Arc<dyn Embedder>>,
+        admin_key: AdminKey,
+    ) -> TestApp {
         let db = TestDb::new().await;
         let state = AppState {
             store: db.store.clone(),
             embedder,
             limits: Arc::new(limits),
-            admin_key_hash: Arc::new(Sha256::digest(ADMIN_KEY.as_bytes()).to_vec()),
+            admin_key,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -128,6 +139,7 @@ impl TestApp {
                 .build()
                 .expect("client"),
             admin_key: ADMIN_KEY.to_owned(),
+            store: db.store,
             _stop: stop,
         }
     }
@@ -154,10 +166,27 @@ impl TestApp {
         body: Option<Vec<u8>>,
         content_type: Option<&str>,
     ) -> Resp {
+        self.call_with_headers(method, path, key, body, content_type, &[])
+            .await
+    }
+
+    /// [`TestApp::call_raw`] with extra request headers.
+    pub async fn call_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Vec<u8>>,
+        content_type: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut req = self
             .client
             .request(method, format!("{}{path}", self.base_url));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
         if let Some(k) = key {
             req = req.bearer_auth(k);
         }
@@ -177,6 +206,7 @@ impl TestApp {
         };
         let request_id = header("x-request-id");
         let content_type = header("content-type");
+        let headers = res.headers().clone();
         let text = res.text().await.expect("response body");
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
         Resp {
@@ -185,6 +215,7 @@ impl TestApp {
             text,
             request_id,
             content_type,
+            headers,
         }
     }
 

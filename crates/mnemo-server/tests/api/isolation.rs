@@ -74,6 +74,7 @@ pub const ENDPOINTS: &[Row] = &[
     row("POST", "/v1/policies", "/v1/policies", Some(r#"{"name":"{policy_name}","resource_type":"contexts","permissions":["read"]}"#), 201),
     row("POST", "/v1/policies", "/v1/policies", Some(r#"{"name":"p","resource_type":"memories","permissions":["read"],"api_key_id":"{key_id}"}"#), 422),
     row("GET", "/v1/policies", "/v1/policies", None, 200),
+    row("GET", "/v1/policies", "/v1/policies?limit=1", None, 200),
     row("GET", "/v1/policies/{id}", "/v1/policies/{policy}", None, 404),
     row("PATCH", "/v1/policies/{id}", "/v1/policies/{policy}", Some(r#"{"is_active":false}"#), 404),
     row("DELETE", "/v1/policies/{id}", "/v1/policies/{policy}", None, 404),

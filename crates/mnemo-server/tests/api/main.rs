@@ -7,18 +7,24 @@
 //! - [`bad_input`]: the bad-input sweep over every endpoint, and body limits.
 //! - [`memories`]: create, batch, get, list (cursor, filters), patch, upsert, delete, expiry,
 //!   server-side embedding.
-//! - [`graph`]: relationships, neighbours, traversal on a cycle.
-//! - [`admin`]: projects, tenants and keys.
+//! - [`graph`]: relationships, neighbours, traversal on a cycle; walks pass only through live
+//!   memories the key's access policies let it read.
+//! - [`admin`]: projects, tenants and keys; rotation of the admin key.
 //! - [`audit_quota_policy`]: audit rows for successes and refusals, all-or-nothing batches, quotas,
-//!   access policies.
+//!   access policies, request ids.
 //! - [`serving`]: OpenAPI document, docs page, health, unknown routes.
+//! - [`limits`]: bounds on what one request may cost (filter size, statement timeout, metadata
+//!   size, graph edges, pages of policies).
+//! - [`embedding`]: authorization before embedding; provider errors kept from tenants.
 
 mod admin;
 mod audit_quota_policy;
 mod auth;
 mod bad_input;
+mod embedding;
 mod graph;
 mod harness;
 mod isolation;
+mod limits;
 mod memories;
 mod serving;
