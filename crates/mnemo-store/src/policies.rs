@@ -6,6 +6,10 @@
 //! resource id (`*` matches everything, a trailing `*` matches a prefix, anything else matches
 //! exactly). Requests on a whole collection (list, search, batch) have the resource id `*`, which
 //! only the pattern `*` matches.
+//!
+//! A request loads the applicable policies once ([`Rules`]) and tests every id it touches against
+//! them; queries that must drop what a key may not read take the same rule in SQL form
+//! ([`Visibility`]).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -226,19 +230,6 @@ impl Visibility {
             n + 2
         )
     }
-}
-
-/// Whether the policies let the transaction's key do `permission` on `resource_type`/`resource_id`
-/// (see the module docs). No applicable active policy: allowed (scopes alone decide).
-pub async fn permits(
-    tx: &mut TenantTx,
-    resource_type: &str,
-    resource_id: &str,
-    permission: &str,
-) -> Result<bool> {
-    Ok(Rules::load(tx, resource_type)
-        .await?
-        .permits(resource_id, permission))
 }
 
 pub fn pattern_matches(pattern: &str, id: &str) -> bool {
