@@ -21,6 +21,8 @@ pub struct Limits {
     pub ef_search: i32,
     /// Embedded memories at which a tenant gets its own HNSW index.
     pub vector_index_min_rows: i64,
+    /// The maintenance job archives audit rows older than this many days (in whole months).
+    pub audit_archive_days: i32,
 }
 
 impl Default for Limits {
@@ -37,6 +39,7 @@ impl Default for Limits {
             max_k: 100,
             ef_search: 400,
             vector_index_min_rows: 10_000,
+            audit_archive_days: 365,
         }
     }
 }

@@ -42,6 +42,7 @@ impl TenantScope {
 pub struct TenantTx {
     tx: Transaction<'static, Postgres>,
     scope: TenantScope,
+    gin_direct: bool,
 }
 
 impl TenantTx {
@@ -51,6 +52,11 @@ impl TenantTx {
 
     pub fn tenant_id(&self) -> Uuid {
         self.scope.tenant
+    }
+
+    /// See [`Store::gin_direct`].
+    pub(crate) fn gin_direct(&self) -> bool {
+        self.gin_direct
     }
 
     pub async fn commit(self) -> Result<()> {
@@ -91,6 +97,10 @@ impl Store {
             .persistent(false)
             .execute(&mut *tx)
             .await?;
-        Ok(TenantTx { tx, scope: *scope })
+        Ok(TenantTx {
+            tx,
+            scope: *scope,
+            gin_direct: self.gin_direct(),
+        })
     }
 }

@@ -31,7 +31,7 @@ use uuid::Uuid;
 
 /// Tables whose rows belong to one tenant: distributed by `tenant_id` under Citus and isolated by
 /// Row Level Security.
-const TENANT_OWNED: [&str; 10] = [
+const TENANT_OWNED: [&str; 12] = [
     "tenant_access_policies",
     "tenant_sharing_rules",
     "data_retention_policies",
@@ -42,6 +42,8 @@ const TENANT_OWNED: [&str; 10] = [
     "federated_participants",
     "audit_log",
     "audit_log_archive",
+    "tenant_usage",
+    "tenant_daily_activity",
 ];
 
 /// Creates a project (as the owner) and returns its id.

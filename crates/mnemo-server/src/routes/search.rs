@@ -268,7 +268,7 @@ async fn search_memories(
     let (expand, with_embedding) = (input.expand, input.include_embedding);
     let op = Op::new("memory.search", Resource::Memories, Permission::Read, "*");
     let mode = plan.mode;
-    let (hits, related) = run(&state, &ctx, op, |tx| {
+    let (hits, related, strategy) = run(&state, &ctx, op, |tx| {
         Box::pin(async move {
             // Hybrid fuses longer lists than it returns, so a memory ranked well by one side
             // and modestly by the other can still surface.
@@ -277,12 +277,13 @@ async fn search_memories(
             } else {
                 plan.k
             };
-            let mut vector_hits = match &plan.vector {
+            // The strategy that answered: an HNSW search that came back short is redone exactly.
+            let (mut vector_hits, strategy) = match &plan.vector {
                 Some(v) => {
                     search::vector(tx, v, depth, &filter, strategy, ef_search, with_embedding)
                         .await?
                 }
-                None => Vec::new(),
+                None => (Vec::new(), strategy),
             };
             if let Some(min) = min_similarity {
                 vector_hits.retain(|h| 1.0 - h.score >= min);
@@ -304,7 +305,7 @@ async fn search_memories(
             } else {
                 None
             };
-            Ok((hits, related))
+            Ok((hits, related, strategy))
         })
     })
     .await?;
