@@ -17,6 +17,8 @@ pub struct TestApp {
     pub base_url: String,
     pub client: reqwest::Client,
     pub admin_key: String,
+    /// The test's database, as the owner (to set up what the API cannot, and to look behind it).
+    pub store: mnemo_store::Store,
     _stop: oneshot::Sender<()>,
 }
 
@@ -128,6 +130,7 @@ impl TestApp {
                 .build()
                 .expect("client"),
             admin_key: ADMIN_KEY.to_owned(),
+            store: db.store.clone(),
             _stop: stop,
         }
     }

@@ -12,11 +12,14 @@
 //! - [`audit_quota_policy`]: audit rows for successes and refusals, all-or-nothing batches, quotas,
 //!   access policies.
 //! - [`serving`]: OpenAPI document, docs page, health, unknown routes.
+//! - [`data_integrity`]: expired ids reused under every retention policy, overlapping batches,
+//!   maintenance that outlives its client, quotas kept by the usage counters.
 
 mod admin;
 mod audit_quota_policy;
 mod auth;
 mod bad_input;
+mod data_integrity;
 mod graph;
 mod harness;
 mod isolation;
