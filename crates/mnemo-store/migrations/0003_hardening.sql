@@ -41,8 +41,8 @@ BEGIN
 END
 $$;
 
--- Whether the four operator functions are LEAKPROOF here (then the store writes the conditions
--- directly; otherwise it asks mnemo_gin_candidates()).
+-- Whether the four operator functions are LEAKPROOF here (then the store's conditions use the GIN
+-- indexes as they are; otherwise it asks mnemo_gin_candidates() first).
 CREATE FUNCTION mnemo_gin_usable_under_rls() RETURNS boolean
 LANGUAGE sql STABLE
 AS $$
@@ -57,29 +57,42 @@ SELECT mnemo_mark_leakproof();
 
 -- Where the migrating role may not mark them (managed PostgreSQL): the ids of the current tenant's
 -- memories matching the GIN-indexable conditions, found as the schema owner, whose policy
--- (`owner_maintenance`, USING true) puts no barrier before the index. The tenant comes from the
--- session (`app.tenant_id`), never from an argument, so a caller learns nothing it could not read
--- itself; NULL arguments impose nothing. The store joins these ids back under the caller's own RLS.
-CREATE FUNCTION mnemo_gin_candidates(p_query tsquery, p_contains jsonb, p_tags_all text[], p_tags_any text[])
-RETURNS SETOF uuid
+-- (`owner_maintenance`, USING true) puts no barrier before the index; NULL when more than p_max
+-- match, for so broad a match is best filtered row by row (what a plan would do anyway). The tenant
+-- comes from the session (`app.tenant_id`), never from an argument, so a caller learns nothing it
+-- could not read itself; NULL conditions impose nothing. The store adds `m.id = ANY(ids)` to its
+-- query, whose own conditions and Row Level Security still apply.
+-- Measured on a 100,000-memory tenant with a non-superuser owner, selective conditions, a new
+-- session per query: text 132 → 14 ms, tags 125 → 9 ms, contains 219 → 9 ms, most of it compiling
+-- this function (0.4 ms once compiled); with the LEAKPROOF marks instead 7, 0.8 and 0.4 ms.
+CREATE FUNCTION mnemo_gin_candidates(p_query tsquery, p_contains jsonb, p_tags_all text[],
+                                     p_tags_any text[], p_max integer)
+RETURNS uuid[]
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public, pg_temp
 AS $$
 DECLARE
     sql text := 'SELECT id FROM contextual_memories WHERE tenant_id = $5';
+    ids uuid[];
 BEGIN
     IF mnemo_current_tenant() IS NULL THEN
-        RETURN;
+        RETURN '{}';
     END IF;
     -- Only the conditions given, so each call is planned for its own values.
     IF p_query IS NOT NULL THEN sql := sql || ' AND search_tsv @@ $1'; END IF;
     IF p_contains IS NOT NULL THEN sql := sql || ' AND content @> $2'; END IF;
     IF p_tags_all IS NOT NULL THEN sql := sql || ' AND tags @> $3'; END IF;
     IF p_tags_any IS NOT NULL THEN sql := sql || ' AND tags && $4'; END IF;
-    RETURN QUERY EXECUTE sql USING p_query, p_contains, p_tags_all, p_tags_any, mnemo_current_tenant();
+    EXECUTE 'SELECT coalesce(array_agg(id), ''{}'') FROM (' || sql || ' LIMIT $6) AS s'
+        INTO ids
+        USING p_query, p_contains, p_tags_all, p_tags_any, mnemo_current_tenant(), p_max + 1;
+    IF cardinality(ids) > p_max THEN
+        RETURN NULL;
+    END IF;
+    RETURN ids;
 END
 $$;
-REVOKE EXECUTE ON FUNCTION mnemo_gin_candidates(tsquery, jsonb, text[], text[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION mnemo_gin_candidates(tsquery, jsonb, text[], text[]) TO mnemo_app;
+REVOKE EXECUTE ON FUNCTION mnemo_gin_candidates(tsquery, jsonb, text[], text[], integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mnemo_gin_candidates(tsquery, jsonb, text[], text[], integer) TO mnemo_app;
 
 -- ---------------------------------------------------------------------------------------------
 -- Per-tenant usage counters

@@ -72,56 +72,84 @@ pub struct MemoryFilter {
     pub created_before: Option<DateTime<Utc>>,
 }
 
+/// How a query reaches the GIN indexes of its text, tag and containment conditions under Row
+/// Level Security (see [`MemoryFilter::indexed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Indexed {
+    /// The conditions as written: their operators are LEAKPROOF (so the planner may use the GIN
+    /// indexes), or there are none, or they match too much for an index to help.
+    AsWritten,
+    /// Also `m.id = ANY(ids)`: the few matching ids, found through the indexes by
+    /// `mnemo_gin_candidates()`.
+    Ids(Vec<Uuid>),
+}
+
+/// At most this many ids come back from `mnemo_gin_candidates()`; a broader match is filtered
+/// row by row.
+const MAX_CANDIDATES: i32 = 10_000;
+
 impl MemoryFilter {
+    fn has_indexed(&self, words: Option<&str>) -> bool {
+        words.is_some()
+            || self.contains.is_some()
+            || self.tags_all.is_some()
+            || self.tags_any.is_some()
+    }
+
+    /// Decides how the GIN-indexed conditions (and full-text `words`, joined for
+    /// `websearch_to_tsquery`) reach their indexes. Where their operators are LEAKPROOF (see
+    /// [`crate::Store::gin_direct`]) the planner sees to it. Otherwise Row Level Security would
+    /// make them filters applied to every row of the tenant, so the matching ids are looked up
+    /// first through the indexes by the SECURITY DEFINER `mnemo_gin_candidates()`, for the
+    /// session's tenant only.
+    pub(crate) async fn indexed(&self, tx: &mut TenantTx, words: Option<&str>) -> Result<Indexed> {
+        if tx.gin_direct() || !self.has_indexed(words) {
+            return Ok(Indexed::AsWritten);
+        }
+        let ids: Option<Vec<Uuid>> = sqlx::query_scalar(
+            "SELECT mnemo_gin_candidates(websearch_to_tsquery('english', $1::text), $2::jsonb,
+                                         $3::text[], $4::text[], $5)",
+        )
+        .bind(words)
+        .bind(self.contains.clone().map(Json))
+        .bind(self.tags_all.clone())
+        .bind(self.tags_any.clone())
+        .bind(MAX_CANDIDATES)
+        .fetch_one(&mut **tx)
+        .await?;
+        Ok(ids.map_or(Indexed::AsWritten, Indexed::Ids))
+    }
+
     /// Appends ` AND …` conditions on the alias `m` to a query that already has a WHERE.
-    /// `gin_direct`: see [`crate::Store::gin_direct`].
-    pub(crate) fn push_conditions(&self, qb: &mut QueryBuilder<'_, Postgres>, gin_direct: bool) {
-        self.push_with_text(qb, gin_direct, None);
+    pub(crate) fn push_conditions(&self, qb: &mut QueryBuilder<'_, Postgres>, indexed: &Indexed) {
+        self.push_with_text(qb, indexed, None);
     }
 
     /// As [`MemoryFilter::push_conditions`], with a full-text condition: the memory contains one
     /// of `words` (already joined for `websearch_to_tsquery`).
-    ///
-    /// The GIN-indexed conditions (text, `contains`, tags) are written directly when their operators
-    /// are LEAKPROOF; otherwise Row Level Security would make them filters applied row by row, so
-    /// they become one `m.id IN (SELECT mnemo_gin_candidates(…))`, which finds the current tenant's
-    /// matches through the indexes as the schema owner.
     pub(crate) fn push_with_text(
         &self,
         qb: &mut QueryBuilder<'_, Postgres>,
-        gin_direct: bool,
+        indexed: &Indexed,
         words: Option<&str>,
     ) {
         qb.push(" AND (m.expires_at IS NULL OR m.expires_at > now())");
-        if gin_direct {
-            if let Some(w) = words {
-                qb.push(" AND m.search_tsv @@ websearch_to_tsquery('english', ")
-                    .push_bind(w.to_owned())
-                    .push(")");
-            }
-            if let Some(c) = &self.contains {
-                qb.push(" AND m.content @> ").push_bind(Json(c.clone()));
-            }
-            if let Some(t) = &self.tags_all {
-                qb.push(" AND m.tags @> ").push_bind(t.clone());
-            }
-            if let Some(t) = &self.tags_any {
-                qb.push(" AND m.tags && ").push_bind(t.clone());
-            }
-        } else if words.is_some()
-            || self.contains.is_some()
-            || self.tags_all.is_some()
-            || self.tags_any.is_some()
-        {
-            qb.push(" AND m.id IN (SELECT mnemo_gin_candidates(websearch_to_tsquery('english', ")
-                .push_bind(words.map(str::to_owned))
-                .push("::text), ")
-                .push_bind(self.contains.clone().map(Json))
-                .push("::jsonb, ")
-                .push_bind(self.tags_all.clone())
-                .push("::text[], ")
-                .push_bind(self.tags_any.clone())
-                .push("::text[]))");
+        if let Indexed::Ids(ids) = indexed {
+            qb.push(" AND m.id = ANY(").push_bind(ids.clone()).push(")");
+        }
+        if let Some(w) = words {
+            qb.push(" AND m.search_tsv @@ websearch_to_tsquery('english', ")
+                .push_bind(w.to_owned())
+                .push(")");
+        }
+        if let Some(c) = &self.contains {
+            qb.push(" AND m.content @> ").push_bind(Json(c.clone()));
+        }
+        if let Some(t) = &self.tags_all {
+            qb.push(" AND m.tags @> ").push_bind(t.clone());
+        }
+        if let Some(t) = &self.tags_any {
+            qb.push(" AND m.tags && ").push_bind(t.clone());
         }
         if let Some(v) = self.min_relevance {
             qb.push(" AND m.relevance_score >= ").push_bind(v);
@@ -358,16 +386,18 @@ pub async fn list(
     limit: i64,
     with_embedding: bool,
 ) -> Result<Vec<Memory>> {
+    let indexed = filter.indexed(tx, None).await?;
     let mut qb = QueryBuilder::new("");
-    push_list_sql(&mut qb, tx, filter, cursor, limit, with_embedding);
+    push_list_sql(&mut qb, tx, filter, &indexed, cursor, limit, with_embedding);
     Ok(qb.build_query_as().fetch_all(&mut **tx).await?)
 }
 
 /// The plan PostgreSQL chooses for [`list`] (`EXPLAIN` text), so tests can prove which indexes
 /// its filters use under Row Level Security.
 pub async fn explain_list(tx: &mut TenantTx, filter: &MemoryFilter, limit: i64) -> Result<String> {
+    let indexed = filter.indexed(tx, None).await?;
     let mut qb = QueryBuilder::new("EXPLAIN ");
-    push_list_sql(&mut qb, tx, filter, None, limit, false);
+    push_list_sql(&mut qb, tx, filter, &indexed, None, limit, false);
     let lines: Vec<String> = qb.build_query_scalar().fetch_all(&mut **tx).await?;
     Ok(lines.join("\n"))
 }
@@ -376,6 +406,7 @@ fn push_list_sql(
     qb: &mut QueryBuilder<'_, Postgres>,
     tx: &TenantTx,
     filter: &MemoryFilter,
+    indexed: &Indexed,
     cursor: Option<Cursor>,
     limit: i64,
     with_embedding: bool,
@@ -385,7 +416,7 @@ fn push_list_sql(
         columns(with_embedding)
     ));
     qb.push_bind(tx.tenant_id());
-    filter.push_conditions(qb, tx.gin_direct());
+    filter.push_conditions(qb, indexed);
     if let Some(c) = cursor {
         qb.push(" AND (m.created_at, m.id) < (")
             .push_bind(c.created_at)

@@ -15,7 +15,7 @@ use pgvector::Vector;
 use sqlx::{Connection, FromRow, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use crate::memories::{columns, Memory, MemoryFilter};
+use crate::memories::{columns, Indexed, Memory, MemoryFilter};
 use crate::relationships::{EDGE_SELECT, LIVE};
 use crate::{Result, Store, TenantTx};
 
@@ -85,12 +85,13 @@ async fn vector_with(
     ef_search: i32,
     with_embedding: bool,
 ) -> Result<Vec<Hit>> {
+    let indexed = filter.indexed(tx, None).await?;
     configure(tx, strategy, ef_search).await?;
     let mut qb = QueryBuilder::new("");
     push_vector_sql(
         &mut qb,
         tx.tenant_id(),
-        tx.gin_direct(),
+        &indexed,
         query,
         k,
         filter,
@@ -111,13 +112,13 @@ pub async fn explain_vector(
     filter: &MemoryFilter,
     strategy: Strategy,
 ) -> Result<String> {
+    let indexed = filter.indexed(tx, None).await?;
     configure(tx, strategy, 100).await?;
     let mut qb = QueryBuilder::new("EXPLAIN ");
-    let gin_direct = tx.gin_direct();
     push_vector_sql(
         &mut qb,
         tx.tenant_id(),
-        gin_direct,
+        &indexed,
         query,
         k,
         filter,
@@ -175,7 +176,7 @@ async fn restore(tx: &mut TenantTx, strategy: Strategy) -> Result<()> {
 fn push_vector_sql(
     qb: &mut QueryBuilder<'_, Postgres>,
     tenant: Uuid,
-    gin_direct: bool,
+    indexed: &Indexed,
     query: &[f32],
     k: i64,
     filter: &MemoryFilter,
@@ -193,7 +194,7 @@ fn push_vector_sql(
             qb.push(" AS score FROM contextual_memories m WHERE m.tenant_id = ");
             qb.push_bind(tenant);
             qb.push(" AND m.embedding IS NOT NULL");
-            filter.push_conditions(qb, gin_direct);
+            filter.push_conditions(qb, indexed);
             qb.push(" ORDER BY score LIMIT ");
         }
         Strategy::Hnsw => {
@@ -202,7 +203,7 @@ fn push_vector_sql(
             qb.push(format!(
                 " AS score FROM contextual_memories m WHERE m.tenant_id = '{tenant}'::uuid AND m.embedding IS NOT NULL"
             ));
-            filter.push_conditions(qb, gin_direct);
+            filter.push_conditions(qb, indexed);
             qb.push(" ORDER BY m.embedding <=> ");
             qb.push_bind(q);
             qb.push(" LIMIT ");
@@ -226,8 +227,10 @@ pub async fn text(
     filter: &MemoryFilter,
     with_embedding: bool,
 ) -> Result<Vec<Hit>> {
+    let words = any_word(query);
+    let indexed = filter.indexed(tx, Some(&words)).await?;
     let mut qb = QueryBuilder::new("");
-    push_text_sql(&mut qb, tx, query, k, filter, with_embedding);
+    push_text_sql(&mut qb, tx, &words, &indexed, k, filter, with_embedding);
     Ok(qb.build_query_as().fetch_all(&mut **tx).await?)
 }
 
@@ -239,8 +242,10 @@ pub async fn explain_text(
     k: i64,
     filter: &MemoryFilter,
 ) -> Result<String> {
+    let words = any_word(query);
+    let indexed = filter.indexed(tx, Some(&words)).await?;
     let mut qb = QueryBuilder::new("EXPLAIN ");
-    push_text_sql(&mut qb, tx, query, k, filter, false);
+    push_text_sql(&mut qb, tx, &words, &indexed, k, filter, false);
     let lines: Vec<String> = qb.build_query_scalar().fetch_all(&mut **tx).await?;
     Ok(lines.join("\n"))
 }
@@ -248,7 +253,8 @@ pub async fn explain_text(
 fn push_text_sql(
     qb: &mut QueryBuilder<'_, Postgres>,
     tx: &TenantTx,
-    query: &str,
+    words: &str,
+    indexed: &Indexed,
     k: i64,
     filter: &MemoryFilter,
     with_embedding: bool,
@@ -258,11 +264,10 @@ fn push_text_sql(
          FROM contextual_memories m, websearch_to_tsquery('english', ",
         columns(with_embedding)
     ));
-    let words = any_word(query);
-    qb.push_bind(words.clone());
+    qb.push_bind(words.to_owned());
     qb.push(") AS q WHERE m.tenant_id = ");
     qb.push_bind(tx.tenant_id());
-    filter.push_with_text(qb, tx.gin_direct(), Some(&words));
+    filter.push_with_text(qb, indexed, Some(words));
     qb.push(" ORDER BY score DESC, m.memory_id LIMIT ");
     qb.push_bind(k);
 }

@@ -119,16 +119,37 @@ impl Counters {
         self.totals().storage_bytes()
     }
 
-    /// The quota these figures break, if any.
-    fn excess(&self) -> Option<String> {
-        if let Some(max) = self.max_memories.filter(|max| self.memories > *max) {
+    fn plus(&self, d: &UsageDelta) -> Counters {
+        Counters {
+            memories: self.memories + d.memories,
+            content_bytes: self.content_bytes + d.content_bytes,
+            embedded: self.embedded + d.embedded,
+            relationships: self.relationships + d.relationships,
+            relationship_bytes: self.relationship_bytes + d.relationship_bytes,
+            contexts: self.contexts + d.contexts,
+            context_bytes: self.context_bytes + d.context_bytes,
+            ..*self
+        }
+    }
+
+    /// The quota these figures break in a dimension that `delta` grows, if any: a write that
+    /// does not add memories is not refused for their number, one that does not add bytes not
+    /// for their size (an admin may have lowered a quota below what the tenant holds).
+    fn excess(&self, delta: &UsageDelta) -> Option<String> {
+        if let Some(max) = self
+            .max_memories
+            .filter(|max| delta.memories > 0 && self.memories > *max)
+        {
             return Some(format!(
                 "the tenant may hold at most {max} memories; this write would make {}",
                 self.memories
             ));
         }
         let bytes = self.storage_bytes();
-        if let Some(max) = self.max_storage_bytes.filter(|max| bytes > *max) {
+        if let Some(max) = self
+            .max_storage_bytes
+            .filter(|max| delta.storage_bytes() > 0 && bytes > *max)
+        {
             return Some(format!(
                 "the tenant may store at most {max} bytes; this write would make {bytes}"
             ));
@@ -179,36 +200,25 @@ pub async fn apply(tx: &mut TenantTx, delta: UsageDelta) -> Result<Counters> {
 ///
 /// Concurrent writers of a tenant queue on its counter row from the update to their commit, so two
 /// of them cannot both slip under a quota.
-pub async fn charge(tx: &mut TenantTx, delta: UsageDelta) -> Result<()> {
-    let mut delta = delta;
-    if delta.grows() {
+pub async fn charge(tx: &mut TenantTx, write: UsageDelta) -> Result<()> {
+    if write.is_zero() {
+        return Ok(());
+    }
+    let mut total = write;
+    if write.grows() {
         // A cheap read without the row lock decides whether making room is worth trying; the
         // update below is the check that counts.
         if let Some(now) = counters(tx).await? {
-            let after = Counters {
-                memories: now.memories + delta.memories,
-                content_bytes: now.content_bytes + delta.content_bytes,
-                embedded: now.embedded + delta.embedded,
-                relationships: now.relationships + delta.relationships,
-                relationship_bytes: now.relationship_bytes + delta.relationship_bytes,
-                contexts: now.contexts + delta.contexts,
-                context_bytes: now.context_bytes + delta.context_bytes,
-                ..now
-            };
-            if after.excess().is_some() {
-                delta += release_expired(tx, None).await?;
+            if now.plus(&write).excess(&write).is_some() {
+                total += release_expired(tx, None).await?;
             }
         }
-    } else if delta.is_zero() {
-        return Ok(());
     }
-    let after = apply(tx, delta).await?;
-    if delta.grows() {
-        if let Some(message) = after.excess() {
-            return Err(StoreError::Quota(message));
-        }
+    let after = apply(tx, total).await?;
+    match after.excess(&write) {
+        Some(message) => Err(StoreError::Quota(message)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Retires the tenant's expired memories so they are out of the way: with `memory_ids`, those of
@@ -236,12 +246,13 @@ pub async fn check_headroom(tx: &mut TenantTx, add_memories: i64, add_bytes: i64
     let Some(now) = counters(tx).await? else {
         return Ok(());
     };
-    let mut after = Counters {
-        memories: now.memories + add_memories,
-        content_bytes: now.content_bytes + add_bytes,
-        ..now
+    let adding = UsageDelta {
+        memories: add_memories,
+        content_bytes: add_bytes,
+        ..Default::default()
     };
-    if after.excess().is_none() {
+    let mut after = now.plus(&adding);
+    if after.excess(&adding).is_none() {
         return Ok(());
     }
     let (expired, expired_bytes): (i64, i64) = sqlx::query_as(
@@ -254,7 +265,7 @@ pub async fn check_headroom(tx: &mut TenantTx, add_memories: i64, add_bytes: i64
     .await?;
     after.memories -= expired;
     after.content_bytes -= expired_bytes;
-    match after.excess() {
+    match after.excess(&adding) {
         Some(message) => Err(StoreError::Quota(message)),
         None => Ok(()),
     }

@@ -184,33 +184,35 @@ async fn without_leakproof_operators_the_candidate_function_gives_the_same_answe
     assert_eq!(answers(&db.store, a).await, direct);
 
     // The tenant comes from the session, whatever the arguments: with B set, B's rows only; with
-    // none, nothing.
+    // none, nothing. A match broader than the limit is left to the query (NULL).
     let mut tx = db
         .store
         .begin_tenant(&TenantScope::assume(b))
         .await
         .expect("begin");
     let owners: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT DISTINCT m.tenant_id FROM contextual_memories m
-         WHERE m.id IN (SELECT mnemo_gin_candidates(NULL, '{\"n\": 42}', NULL, NULL))",
+        "SELECT DISTINCT tenant_id FROM contextual_memories WHERE id IN (
+             SELECT unnest(mnemo_gin_candidates(NULL, '{\"n\": 42}', NULL, NULL, 100)))",
     )
     .fetch_all(&mut *tx)
     .await
     .expect("as B");
     assert_eq!(owners, [b]);
-    let seen_by_definer: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM mnemo_gin_candidates(NULL, '{\"n\": 42}', NULL, NULL)",
+    let (as_b, broad): (Option<i32>, Option<i32>) = sqlx::query_as(
+        "SELECT cardinality(mnemo_gin_candidates(NULL, '{\"n\": 42}', NULL, NULL, 100)),
+                cardinality(mnemo_gin_candidates(NULL, NULL, ARRAY['t1'], NULL, 1))",
     )
     .fetch_one(&mut *tx)
     .await
     .expect("as B");
-    assert_eq!(seen_by_definer, 1, "A's memory 42 is not a candidate for B");
+    assert_eq!(as_b, Some(1), "A's memory 42 is not a candidate for B");
+    assert_eq!(broad, None, "t1 is on two memories of B, more than 1");
     tx.rollback().await.expect("rollback");
-    let none: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM mnemo_gin_candidates(NULL, '{\"n\": 42}', NULL, NULL)",
+    let none: Option<i32> = sqlx::query_scalar(
+        "SELECT cardinality(mnemo_gin_candidates(NULL, '{\"n\": 42}', NULL, NULL, 100))",
     )
     .fetch_one(pool)
     .await
     .expect("without a tenant");
-    assert_eq!(none, 0);
+    assert_eq!(none, Some(0));
 }

@@ -398,3 +398,84 @@ async fn check_headroom_reads_the_counters_and_counts_expired_memories_as_free()
     assert_eq!(stored, truth);
     assert_eq!(stored[0], 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlock_between_two_writers_is_a_conflict_not_an_error() {
+    let db = TestDb::new().await;
+    let pool = db.store.pool();
+    let project = create_project(pool, "p").await;
+    let tenant = create_tenant(pool, project, "crossing").await;
+    for id in ["m1", "m2"] {
+        super::create_memory(pool, tenant, id).await;
+    }
+    let scope = TenantScope::assume(tenant);
+    let touch = "UPDATE contextual_memories SET relevance_score = 0.9 WHERE memory_id = $1";
+    let mut first = db.store.begin_tenant(&scope).await.expect("begin");
+    let mut second = db.store.begin_tenant(&scope).await.expect("begin");
+    sqlx::query(touch)
+        .bind("m1")
+        .execute(&mut *first)
+        .await
+        .expect("m1");
+    sqlx::query(touch)
+        .bind("m2")
+        .execute(&mut *second)
+        .await
+        .expect("m2");
+    let crossing = tokio::spawn(async move {
+        let r = sqlx::query(touch).bind("m2").execute(&mut *first).await;
+        (r, first)
+    });
+    let other = sqlx::query(touch).bind("m1").execute(&mut *second).await;
+    let (crossed, _first) = crossing.await.expect("join");
+    let failed = match (crossed, other) {
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => e,
+        (a, b) => panic!("exactly one of the two must be chosen as the victim: {a:?} {b:?}"),
+    };
+    match StoreError::from(failed) {
+        StoreError::Conflict { constraint } => {
+            assert_eq!(constraint, mnemo_store::CONCURRENT_WRITE)
+        }
+        other => panic!("a deadlock must be a conflict, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_over_a_lowered_quota_may_still_write_what_does_not_grow_it() {
+    let db = TestDb::new().await;
+    let pool = db.store.pool();
+    let project = create_project(pool, "p").await;
+    let tenant = create_tenant(pool, project, "shrinking").await;
+    let scope = TenantScope::assume(tenant);
+    let mut tx = db.store.begin_tenant(&scope).await.expect("begin");
+    memories::create(
+        &mut tx,
+        &[
+            memory("m1", 3, false, false),
+            memory("m2", 3, false, false),
+            memory("m3", 3, false, false),
+        ],
+    )
+    .await
+    .expect("create");
+    tx.commit().await.expect("commit");
+    sqlx::query("UPDATE tenants SET max_memories = 1 WHERE id = $1")
+        .bind(tenant)
+        .execute(pool)
+        .await
+        .expect("lower the quota");
+
+    let mut tx = db.store.begin_tenant(&scope).await.expect("begin");
+    let grow_content = MemoryPatch {
+        content: Some(json!({ "text": "longer ".repeat(20) })),
+        ..Default::default()
+    };
+    memories::update(&mut tx, "m1", grow_content)
+        .await
+        .expect("no memory more: the number quota does not apply");
+    memories::delete(&mut tx, "m2").await.expect("shrinking");
+    match memories::create(&mut tx, &[memory("m4", 1, false, false)]).await {
+        Err(StoreError::Quota(m)) => assert!(m.contains("at most 1 memories"), "{m}"),
+        other => panic!("expected a quota refusal, got {other:?}"),
+    }
+}
