@@ -370,3 +370,42 @@ async fn usage_reported_from_rows_agrees_with_the_counters() {
     assert_eq!(counters.2, 2, "m0 and m2 keep their vectors");
     assert_eq!(counters.3, 0, "both edges went with m1");
 }
+
+#[tokio::test]
+async fn the_maintenance_run_archives_audit_months_older_than_the_configured_days() {
+    let app = TestApp::spawn_with(
+        Limits {
+            audit_archive_days: 30,
+            ..Limits::default()
+        },
+        None,
+    )
+    .await;
+    let t = app.new_tenant("tenant-audit-age").await;
+    let tenant = tenant_uuid(&app, &t.tenant_id).await;
+    let old: Uuid = sqlx::query_scalar(
+        "INSERT INTO audit_log (tenant_id, action, resource_type, outcome, created_at)
+         VALUES ($1, 'memory.create', 'memories', 'success', now() - interval '70 days') RETURNING id",
+    )
+    .bind(tenant)
+    .fetch_one(app.store.pool())
+    .await
+    .expect("old audit row");
+    let report = app
+        .call("POST", "/v1/admin/maintenance", Some(&app.admin_key), None)
+        .await;
+    let report = report.ok(200);
+    assert!(
+        report["audit_rows_archived"].as_i64() >= Some(1),
+        "{report}"
+    );
+    let archived: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM audit_log_archive")
+        .fetch_all(app.store.pool())
+        .await
+        .expect("archive");
+    assert_eq!(archived, [old]);
+    assert!(
+        report["usage_reconciled"]["tenants"].as_i64() >= Some(1),
+        "{report}"
+    );
+}
