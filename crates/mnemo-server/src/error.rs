@@ -158,6 +158,11 @@ impl From<StoreError> for ApiError {
                             format!("a memory with this memory_id exists ({c})"),
                         )
                     }
+                    mnemo_store::CONCURRENT_WRITE => (
+                        "write_conflict",
+                        "a concurrent request wrote the same data; nothing of this one was kept, retry it"
+                            .to_owned(),
+                    ),
                     c => ("conflict", format!("conflicts with existing data ({c})")),
                 };
                 ApiError::new(StatusCode::CONFLICT, code, message)

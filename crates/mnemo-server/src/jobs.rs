@@ -5,6 +5,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use mnemo_store::search::{IndexReport, VectorIndexPolicy};
+use mnemo_store::usage::ReconcileReport;
 use mnemo_store::Store;
 
 use crate::state::Limits;
@@ -12,15 +13,19 @@ use crate::state::Limits;
 #[derive(Debug, Default, Serialize, ToSchema)]
 pub struct MaintenanceReport {
     pub partitions_created: Option<i32>,
-    pub expired_memories_removed: Option<i32>,
+    pub expired_memories_removed: Option<i64>,
+    /// Audit rows moved to `audit_log_archive` (whole months older than the configured days).
+    pub audit_rows_archived: Option<i32>,
     pub analytics_refreshed: bool,
+    /// Usage counters recomputed from the rows; `corrected` lists tenants whose counters were off.
+    pub usage_reconciled: Option<ReconcileReport>,
     pub vector_indexes: Option<IndexReport>,
     /// Steps that failed, with their errors; the other steps still ran.
     pub errors: Vec<String>,
 }
 
-/// Partitions ahead, expired memories, analytics views.
-pub async fn housekeeping(store: &Store, report: &mut MaintenanceReport) {
+/// Partitions ahead, expired memories, audit archival, analytics, usage counters.
+pub async fn housekeeping(store: &Store, limits: &Limits, report: &mut MaintenanceReport) {
     match store.create_time_partitions(3).await {
         Ok(n) => report.partitions_created = Some(n),
         Err(e) => report.errors.push(format!("create_time_partitions: {e}")),
@@ -29,9 +34,22 @@ pub async fn housekeeping(store: &Store, report: &mut MaintenanceReport) {
         Ok(n) => report.expired_memories_removed = Some(n),
         Err(e) => report.errors.push(format!("clean_expired_memories: {e}")),
     }
+    match store.archive_audit_months(limits.audit_archive_days).await {
+        Ok(n) => report.audit_rows_archived = Some(n),
+        Err(e) => report.errors.push(format!("archive audit logs: {e}")),
+    }
     match store.refresh_analytics_views().await {
         Ok(()) => report.analytics_refreshed = true,
         Err(e) => report.errors.push(format!("refresh_analytics_views: {e}")),
+    }
+    match store.reconcile_usage().await {
+        Ok(r) => {
+            if !r.corrected.is_empty() {
+                tracing::warn!(tenants = ?r.corrected, "usage counters were off and are corrected");
+            }
+            report.usage_reconciled = Some(r);
+        }
+        Err(e) => report.errors.push(format!("reconcile usage: {e}")),
     }
 }
 
@@ -49,10 +67,11 @@ pub async fn vector_indexes(store: &Store, limits: &Limits, report: &mut Mainten
 
 pub async fn run_all(store: &Store, limits: &Limits) -> MaintenanceReport {
     let mut report = MaintenanceReport::default();
-    housekeeping(store, &mut report).await;
+    housekeeping(store, limits, &mut report).await;
     vector_indexes(store, limits, &mut report).await;
     for e in &report.errors {
         tracing::warn!(error = %e, "maintenance step failed");
     }
+    tracing::info!(?report, "maintenance run done");
     report
 }

@@ -35,6 +35,8 @@ pub struct Limits {
     pub ef_search: i32,
     /// Embedded memories at which a tenant gets its own HNSW index.
     pub vector_index_min_rows: i64,
+    /// The maintenance job archives audit rows older than this many days (in whole months).
+    pub audit_archive_days: i32,
 }
 
 impl Default for Limits {
@@ -57,6 +59,7 @@ impl Default for Limits {
             statement_timeout: Some(Duration::from_secs(5)),
             ef_search: 400,
             vector_index_min_rows: 10_000,
+            audit_archive_days: 365,
         }
     }
 }

@@ -419,3 +419,43 @@ async fn local_model_makes_new_memories_searchable_by_meaning_at_once() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_selective_filter_on_a_tenant_with_an_hnsw_index_still_gets_k_results() {
+    let app = App::start(None).await;
+    let (tenant, key) = app.tenant("selective").await;
+    // 30,000 memories around one direction, and 20 tagged `rare` around the opposite one: the
+    // HNSW scan from a query near the crowd meets every crowd member before any rare one.
+    sqlx::query(
+        "INSERT INTO contextual_memories (tenant_id, memory_id, content, tags, embedding)
+         SELECT $1, CASE WHEN g <= 20 THEN 'rare-' ELSE 'crowd-' END || g, '{}',
+                CASE WHEN g <= 20 THEN ARRAY['rare'] ELSE ARRAY['crowd'] END,
+                ('[' || CASE WHEN g <= 20 THEN -1 ELSE 1 END || ',' || random() || ',' || random()
+                     || repeat(',0', 381) || ']')::vector
+         FROM generate_series(1, 30000) AS g",
+    )
+    .bind(tenant)
+    .execute(app.db.store.pool())
+    .await
+    .expect("memories");
+    let (s, report) = app.post("/v1/admin/maintenance", ADMIN, json!({})).await;
+    assert_eq!(s, 200, "{report}");
+    assert_eq!(report["vector_indexes"]["indexed_tenants"], 1, "{report}");
+
+    let mut q = vec![0.0f32; 384];
+    q[0] = 1.0;
+    q[1] = 0.05;
+    let v = app
+        .search(
+            &key,
+            json!({"vector": q, "k": 10, "filter": {"tags": ["rare"]}}),
+        )
+        .await;
+    let found = ids(&v);
+    assert_eq!(found.len(), 10, "{v}");
+    assert!(found.iter().all(|id| id.starts_with("rare-")), "{found:?}");
+    // Without the filter the index answers by itself.
+    let v = app.search(&key, json!({"vector": q, "k": 10})).await;
+    assert_eq!(v["strategy"], "hnsw");
+    assert_eq!(ids(&v).len(), 10);
+}

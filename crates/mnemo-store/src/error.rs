@@ -1,5 +1,9 @@
 use sqlx::error::ErrorKind;
 
+/// The `constraint` of a [`StoreError::Conflict`] raised when a concurrent request wrote the same
+/// rows (deadlock, serialization failure, an id created and replaced under our feet).
+pub const CONCURRENT_WRITE: &str = "concurrent_write";
+
 /// Store failures, free of HTTP. The server maps each to a status once.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -45,6 +49,13 @@ impl From<sqlx::Error> for StoreError {
             }
             if db.code().as_deref() == Some("57014") {
                 return StoreError::Cancelled(db.message().to_owned());
+            }
+            // A deadlock or serialization failure: two requests wrote the same rows at once and
+            // PostgreSQL aborted this one. Nothing of it remains; a retry succeeds or conflicts.
+            if matches!(db.code().as_deref(), Some("40P01" | "40001")) {
+                return StoreError::Conflict {
+                    constraint: CONCURRENT_WRITE.into(),
+                };
             }
             // Data exceptions (class 22): bad casts, out-of-range numbers, malformed vectors.
             if db.code().is_some_and(|c| c.starts_with("22")) {

@@ -7,6 +7,7 @@
 //! - [`admin`]: projects, tenants, API keys and the admin key (owner role, control-plane tables).
 //! - [`memories`], [`relationships`], [`policies`], [`audit`], [`search`]: tenant data, always
 //!   through a [`TenantTx`].
+//! - [`usage`]: per-tenant usage counters, quotas, their reconciliation.
 //! - [`maintenance`]: the seed's maintenance functions and partition upkeep.
 //! - `testing` (feature `test-support`): a fresh migrated database per test.
 
@@ -21,13 +22,16 @@ pub mod search;
 pub mod tenancy;
 #[cfg(feature = "test-support")]
 pub mod testing;
+pub mod usage;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
-pub use error::StoreError;
+pub use error::{StoreError, CONCURRENT_WRITE};
 pub use tenancy::{TenantScope, TenantTx};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -40,6 +44,10 @@ pub struct Store {
     /// Tenants known to have their own HNSW index (see [`search`]); refreshed by
     /// [`Store::maintain_vector_indexes`] and [`Store::refresh_vector_index_cache`].
     vector_indexes: std::sync::Arc<std::sync::RwLock<std::collections::HashSet<uuid::Uuid>>>,
+    /// Whether the GIN operators are LEAKPROOF in this database, so tenant queries can write
+    /// their text, tag and containment conditions directly and still use the GIN indexes under
+    /// Row Level Security; otherwise they ask `mnemo_gin_candidates()` (see [`memories`]).
+    gin_direct: Arc<AtomicBool>,
 }
 
 impl Store {
@@ -52,13 +60,18 @@ impl Store {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.application_name("mnemo"))
             .await?;
-        Ok(Self::from_pool(pool))
+        let store = Self::from_pool(pool);
+        store.detect_gin_mode().await?;
+        Ok(store)
     }
 
+    /// A store on an existing pool. It writes GIN conditions through `mnemo_gin_candidates()`
+    /// until [`Store::migrate`] (or [`Store::connect`]) finds the operators LEAKPROOF.
     pub fn from_pool(pool: PgPool) -> Self {
         Self {
             pool,
             vector_indexes: Default::default(),
+            gin_direct: Default::default(),
         }
     }
 
@@ -69,7 +82,36 @@ impl Store {
     /// Applies pending migrations; a no-op when all are applied.
     pub async fn migrate(&self) -> Result<()> {
         MIGRATOR.run(&self.pool).await?;
+        // The LEAKPROOF marks live in this database's catalog, which a dump does not carry: a
+        // superuser owner puts them back at every start.
+        let direct: bool = sqlx::query_scalar("SELECT mnemo_mark_leakproof()")
+            .fetch_one(&self.pool)
+            .await?;
+        self.gin_direct.store(direct, Ordering::Relaxed);
         Ok(())
+    }
+
+    async fn detect_gin_mode(&self) -> Result<()> {
+        // Before the migrations ran the function does not exist: queries take the fallback until
+        // migrate() decides (the fallback is as safe, only slower for broad matches).
+        let direct = sqlx::query_scalar::<_, bool>("SELECT mnemo_gin_usable_under_rls()")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or(false);
+        self.gin_direct.store(direct, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether tenant queries use the GIN indexes through direct conditions (LEAKPROOF operators)
+    /// rather than through `mnemo_gin_candidates()`.
+    pub fn gin_direct(&self) -> bool {
+        self.gin_direct.load(Ordering::Relaxed)
+    }
+
+    /// Chooses how tenant queries reach the GIN indexes; for tests of both ways.
+    #[cfg(feature = "test-support")]
+    pub fn set_gin_direct(&self, direct: bool) {
+        self.gin_direct.store(direct, Ordering::Relaxed);
     }
 
     /// The pgvector version installed in the database (proves the database is reachable).

@@ -1,5 +1,7 @@
 //! Contextual memories of one tenant.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use pgvector::Vector;
 use serde::Serialize;
@@ -8,6 +10,7 @@ use sqlx::types::Json;
 use sqlx::{FromRow, Postgres, QueryBuilder};
 use uuid::Uuid;
 
+use crate::usage::{self, UsageDelta};
 use crate::{Result, StoreError, TenantTx};
 
 /// Stored bytes of one embedding (384 float4), as `get_tenant_memory_usage` counts them.
@@ -69,10 +72,76 @@ pub struct MemoryFilter {
     pub created_before: Option<DateTime<Utc>>,
 }
 
+/// How a query reaches the GIN indexes of its text, tag and containment conditions under Row
+/// Level Security (see [`MemoryFilter::indexed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Indexed {
+    /// The conditions as written: their operators are LEAKPROOF (so the planner may use the GIN
+    /// indexes), or there are none, or they match too much for an index to help.
+    AsWritten,
+    /// Also `m.id = ANY(ids)`: the few matching ids, found through the indexes by
+    /// `mnemo_gin_candidates()`.
+    Ids(Vec<Uuid>),
+}
+
+/// At most this many ids come back from `mnemo_gin_candidates()`; a broader match is filtered
+/// row by row.
+const MAX_CANDIDATES: i32 = 10_000;
+
 impl MemoryFilter {
+    fn has_indexed(&self, words: Option<&str>) -> bool {
+        words.is_some()
+            || self.contains.is_some()
+            || self.tags_all.is_some()
+            || self.tags_any.is_some()
+    }
+
+    /// Decides how the GIN-indexed conditions (and full-text `words`, joined for
+    /// `websearch_to_tsquery`) reach their indexes. Where their operators are LEAKPROOF (see
+    /// [`crate::Store::gin_direct`]) the planner sees to it. Otherwise Row Level Security would
+    /// make them filters applied to every row of the tenant, so the matching ids are looked up
+    /// first through the indexes by the SECURITY DEFINER `mnemo_gin_candidates()`, for the
+    /// session's tenant only.
+    pub(crate) async fn indexed(&self, tx: &mut TenantTx, words: Option<&str>) -> Result<Indexed> {
+        if tx.gin_direct() || !self.has_indexed(words) {
+            return Ok(Indexed::AsWritten);
+        }
+        let ids: Option<Vec<Uuid>> = sqlx::query_scalar(
+            "SELECT mnemo_gin_candidates(websearch_to_tsquery('english', $1::text), $2::jsonb,
+                                         $3::text[], $4::text[], $5)",
+        )
+        .bind(words)
+        .bind(self.contains.clone().map(Json))
+        .bind(self.tags_all.clone())
+        .bind(self.tags_any.clone())
+        .bind(MAX_CANDIDATES)
+        .fetch_one(&mut **tx)
+        .await?;
+        Ok(ids.map_or(Indexed::AsWritten, Indexed::Ids))
+    }
+
     /// Appends ` AND …` conditions on the alias `m` to a query that already has a WHERE.
-    pub(crate) fn push_conditions(&self, qb: &mut QueryBuilder<'_, Postgres>) {
+    pub(crate) fn push_conditions(&self, qb: &mut QueryBuilder<'_, Postgres>, indexed: &Indexed) {
+        self.push_with_text(qb, indexed, None);
+    }
+
+    /// As [`MemoryFilter::push_conditions`], with a full-text condition: the memory contains one
+    /// of `words` (already joined for `websearch_to_tsquery`).
+    pub(crate) fn push_with_text(
+        &self,
+        qb: &mut QueryBuilder<'_, Postgres>,
+        indexed: &Indexed,
+        words: Option<&str>,
+    ) {
         qb.push(" AND (m.expires_at IS NULL OR m.expires_at > now())");
+        if let Indexed::Ids(ids) = indexed {
+            qb.push(" AND m.id = ANY(").push_bind(ids.clone()).push(")");
+        }
+        if let Some(w) = words {
+            qb.push(" AND m.search_tsv @@ websearch_to_tsquery('english', ")
+                .push_bind(w.to_owned())
+                .push(")");
+        }
         if let Some(c) = &self.contains {
             qb.push(" AND m.content @> ").push_bind(Json(c.clone()));
         }
@@ -132,123 +201,168 @@ const INSERT_FROM_DOCS: &str = "
     SELECT $1, d->>'memory_id', (d->>'relevance_score')::float8, d->'content',
            ARRAY(SELECT jsonb_array_elements_text(d->'tags')), d->'metadata', e,
            d->>'embedding_model', (d->>'expires_at')::timestamptz
-    FROM ROWS FROM (jsonb_array_elements($2), unnest($3::vector[])) AS x(d, e)";
+    FROM ROWS FROM (jsonb_array_elements($2), unnest($3::vector[])) WITH ORDINALITY AS x(d, e, n)
+    ORDER BY n";
+
+/// A written memory with what it adds to the tenant's usage.
+#[derive(FromRow)]
+struct Written {
+    #[sqlx(flatten)]
+    memory: Memory,
+    content_bytes: i32,
+}
+
+impl Written {
+    fn usage(&self) -> UsageDelta {
+        stored(self.content_bytes, self.memory.has_embedding)
+    }
+}
+
+/// What one stored memory counts in its tenant's usage.
+fn stored(content_bytes: i32, has_embedding: bool) -> UsageDelta {
+    UsageDelta {
+        memories: 1,
+        content_bytes: i64::from(content_bytes),
+        embedded: i64::from(has_embedding),
+        ..Default::default()
+    }
+}
 
 /// Inserts memories, all or nothing. Refuses with [`StoreError::Conflict`] when a `memory_id`
 /// exists already, and with [`StoreError::Quota`] when the tenant's quota would be exceeded.
+/// Returns the rows in the order of `batch`.
 pub async fn create(tx: &mut TenantTx, batch: &[NewMemory]) -> Result<Vec<Memory>> {
-    let ids: Vec<&str> = batch.iter().map(|m| m.memory_id.as_str()).collect();
-    let mut taken = retire_expired(tx, &ids).await?;
+    // Rows go in in memory_id order: two batches that share ids then take their locks in the same
+    // order, so one waits for the other and conflicts, instead of each holding what the other
+    // needs (a deadlock).
+    let mut sorted: Vec<&NewMemory> = batch.iter().collect();
+    sorted.sort_by(|a, b| a.memory_id.cmp(&b.memory_id));
+    let ids: Vec<&str> = sorted.iter().map(|m| m.memory_id.as_str()).collect();
+    let (mut taken, mut delta) = retire_expired(tx, &ids).await?;
     taken.truncate(10);
     if !taken.is_empty() {
         return Err(StoreError::Conflict {
             constraint: format!("memory_id exists: {}", taken.join(", ")),
         });
     }
-    let docs = Value::Array(batch.iter().map(to_doc).collect());
-    let embeddings: Vec<Option<Vector>> = batch
+    let docs = Value::Array(sorted.iter().map(|m| to_doc(m)).collect());
+    let embeddings: Vec<Option<Vector>> = sorted
         .iter()
         .map(|m| m.embedding.clone().map(Vector::from))
         .collect();
-    let rows: Vec<Memory> =
-        sqlx::query_as(&format!("{INSERT_FROM_DOCS} RETURNING {}", columns(false)))
-            .bind(tx.tenant_id())
-            .bind(Json(docs))
-            .bind(embeddings)
-            .fetch_all(&mut **tx)
-            .await?;
-    enforce_quota(tx).await?;
-    Ok(rows)
+    let rows: Vec<Written> = sqlx::query_as(&format!(
+        "{INSERT_FROM_DOCS} RETURNING {}, m.content_bytes",
+        columns(false)
+    ))
+    .bind(tx.tenant_id())
+    .bind(Json(docs))
+    .bind(embeddings)
+    .fetch_all(&mut **tx)
+    .await?;
+    for row in &rows {
+        delta += row.usage();
+    }
+    usage::charge(tx, delta).await?;
+    let mut by_id: HashMap<String, Memory> = rows
+        .into_iter()
+        .map(|r| (r.memory.memory_id.clone(), r.memory))
+        .collect();
+    batch
+        .iter()
+        .map(|m| {
+            by_id
+                .remove(&m.memory_id)
+                .ok_or(StoreError::NotFound("inserted memory"))
+        })
+        .collect()
 }
 
 /// Inserts or replaces the memory with this `memory_id`; returns it and whether it was created.
 pub async fn upsert(tx: &mut TenantTx, m: &NewMemory) -> Result<(Memory, bool)> {
-    // A live memory with this id is what the upsert replaces.
-    retire_expired(tx, &[m.memory_id.as_str()]).await?;
-    #[derive(FromRow)]
-    struct Row {
-        #[sqlx(flatten)]
-        memory: Memory,
-        inserted: bool,
+    let doc = Json(Value::Array(vec![to_doc(m)]));
+    let embedding = m.embedding.clone().map(Vector::from);
+    // A live memory with this id is what the upsert replaces, locked so its figures can leave the
+    // counters; without one, an insert, unless a concurrent request inserted the id meanwhile: then
+    // that memory is the one to replace.
+    let mut delta = UsageDelta::default();
+    for _ in 0..3 {
+        delta += retire_expired(tx, &[m.memory_id.as_str()]).await?.1;
+        let old: Option<(i32, bool)> = sqlx::query_as(
+            "SELECT content_bytes, embedding IS NOT NULL FROM contextual_memories
+             WHERE tenant_id = $1 AND memory_id = $2 AND (expires_at IS NULL OR expires_at > now())
+             FOR UPDATE",
+        )
+        .bind(tx.tenant_id())
+        .bind(&m.memory_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some((bytes, embedded)) = old {
+            let row: Written = sqlx::query_as(&format!(
+                "UPDATE contextual_memories AS m SET
+                    relevance_score = (d->>'relevance_score')::float8, content = d->'content',
+                    tags = ARRAY(SELECT jsonb_array_elements_text(d->'tags')), metadata = d->'metadata',
+                    embedding = $4, embedding_model = d->>'embedding_model',
+                    expires_at = (d->>'expires_at')::timestamptz
+                 FROM (SELECT $3::jsonb->0 AS d) AS x
+                 WHERE m.tenant_id = $1 AND m.memory_id = $2
+                 RETURNING {}, m.content_bytes",
+                columns(false)
+            ))
+            .bind(tx.tenant_id())
+            .bind(&m.memory_id)
+            .bind(&doc)
+            .bind(&embedding)
+            .fetch_one(&mut **tx)
+            .await?;
+            delta += row.usage() - stored(bytes, embedded);
+            usage::charge(tx, delta).await?;
+            return Ok((row.memory, false));
+        }
+        let row: Option<Written> = sqlx::query_as(&format!(
+            "{INSERT_FROM_DOCS} ON CONFLICT (tenant_id, memory_id) DO NOTHING
+             RETURNING {}, m.content_bytes",
+            columns(false)
+        ))
+        .bind(tx.tenant_id())
+        .bind(&doc)
+        .bind(vec![embedding.clone()])
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(row) = row {
+            delta += row.usage();
+            usage::charge(tx, delta).await?;
+            return Ok((row.memory, true));
+        }
     }
-    let row: Row = sqlx::query_as(&format!(
-        "{INSERT_FROM_DOCS}
-         ON CONFLICT (tenant_id, memory_id) DO UPDATE SET
-            relevance_score = EXCLUDED.relevance_score, content = EXCLUDED.content,
-            tags = EXCLUDED.tags, metadata = EXCLUDED.metadata, embedding = EXCLUDED.embedding,
-            embedding_model = EXCLUDED.embedding_model, expires_at = EXCLUDED.expires_at
-         RETURNING {}, (xmax = 0) AS inserted",
-        columns(false)
-    ))
-    .bind(tx.tenant_id())
-    .bind(Json(Value::Array(vec![to_doc(m)])))
-    .bind(vec![m.embedding.clone().map(Vector::from)])
-    .fetch_one(&mut **tx)
-    .await?;
-    enforce_quota(tx).await?;
-    Ok((row.memory, row.inserted))
+    Err(StoreError::Conflict {
+        constraint: crate::CONCURRENT_WRITE.into(),
+    })
 }
 
 /// An expired memory is gone for every read; before its id is used again it is retired as the
-/// tenant's retention policy says (deleted or archived; a 'retain' policy keeps it, and the id
-/// stays taken).
-/// Returns the ids that are held by live (unexpired) memories.
-async fn retire_expired(tx: &mut TenantTx, memory_ids: &[&str]) -> Result<Vec<String>> {
+/// tenant's retention policy says (deleted, or moved to the archive: under 'retain' too, so the
+/// retained memory is kept there while its id is free), see [`usage::release_expired`].
+/// Returns the ids that are held by live (unexpired) memories, and what the retirement took off
+/// the tenant's usage.
+async fn retire_expired(
+    tx: &mut TenantTx,
+    memory_ids: &[&str],
+) -> Result<(Vec<String>, UsageDelta)> {
     let existing: Vec<(String, bool)> = sqlx::query_as(
         "SELECT memory_id, coalesce(expires_at <= now(), false) FROM contextual_memories
-         WHERE tenant_id = $1 AND memory_id = ANY($2)",
+         WHERE tenant_id = $1 AND memory_id = ANY($2) ORDER BY memory_id",
     )
     .bind(tx.tenant_id())
     .bind(memory_ids)
     .fetch_all(&mut **tx)
     .await?;
     let (expired, live): (Vec<_>, Vec<_>) = existing.into_iter().partition(|(_, expired)| *expired);
+    let mut delta = UsageDelta::default();
     if !expired.is_empty() {
-        let expired: Vec<String> = expired.into_iter().map(|(id, _)| id).collect();
-        sqlx::query("SELECT mnemo_retire_memories($1, $2)")
-            .bind(tx.tenant_id())
-            .bind(&expired)
-            .execute(&mut **tx)
-            .await?;
+        let expired: Vec<&str> = expired.iter().map(|(id, _)| id.as_str()).collect();
+        delta = usage::release_expired(tx, Some(&expired)).await?;
     }
-    Ok(live.into_iter().map(|(id, _)| id).collect())
-}
-
-/// Checks, after a write and inside its transaction, that the tenant is within its quotas; the
-/// caller's transaction rolls back on error, so nothing of an over-quota write remains. Writers of
-/// a tenant with quotas are serialized by an advisory lock so two of them cannot both slip under.
-async fn enforce_quota(tx: &mut TenantTx) -> Result<()> {
-    let (max_memories, max_bytes): (Option<i64>, Option<i64>) =
-        sqlx::query_as("SELECT max_memories, max_storage_bytes FROM tenants WHERE id = $1")
-            .bind(tx.tenant_id())
-            .fetch_one(&mut **tx)
-            .await?;
-    if max_memories.is_none() && max_bytes.is_none() {
-        return Ok(());
-    }
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 7))")
-        .bind(tx.tenant_id())
-        .execute(&mut **tx)
-        .await?;
-    let (count, bytes): (i64, i64) = sqlx::query_as(
-        "SELECT count(*), coalesce(sum(content_bytes), 0)::bigint + count(embedding) * $2
-         FROM contextual_memories WHERE tenant_id = $1",
-    )
-    .bind(tx.tenant_id())
-    .bind(EMBEDDING_BYTES)
-    .fetch_one(&mut **tx)
-    .await?;
-    if let Some(max) = max_memories.filter(|max| count > *max) {
-        return Err(StoreError::Quota(format!(
-            "the tenant may hold at most {max} memories; this write would make {count}"
-        )));
-    }
-    if let Some(max) = max_bytes.filter(|max| bytes > *max) {
-        return Err(StoreError::Quota(format!(
-            "the tenant may store at most {max} bytes; this write would make {bytes}"
-        )));
-    }
-    Ok(())
+    Ok((live.into_iter().map(|(id, _)| id).collect(), delta))
 }
 
 pub async fn get(tx: &mut TenantTx, memory_id: &str, with_embedding: bool) -> Result<Memory> {
@@ -272,12 +386,37 @@ pub async fn list(
     limit: i64,
     with_embedding: bool,
 ) -> Result<Vec<Memory>> {
-    let mut qb = QueryBuilder::new(format!(
+    let indexed = filter.indexed(tx, None).await?;
+    let mut qb = QueryBuilder::new("");
+    push_list_sql(&mut qb, tx, filter, &indexed, cursor, limit, with_embedding);
+    Ok(qb.build_query_as().fetch_all(&mut **tx).await?)
+}
+
+/// The plan PostgreSQL chooses for [`list`] (`EXPLAIN` text), so tests can prove which indexes
+/// its filters use under Row Level Security.
+pub async fn explain_list(tx: &mut TenantTx, filter: &MemoryFilter, limit: i64) -> Result<String> {
+    let indexed = filter.indexed(tx, None).await?;
+    let mut qb = QueryBuilder::new("EXPLAIN ");
+    push_list_sql(&mut qb, tx, filter, &indexed, None, limit, false);
+    let lines: Vec<String> = qb.build_query_scalar().fetch_all(&mut **tx).await?;
+    Ok(lines.join("\n"))
+}
+
+fn push_list_sql(
+    qb: &mut QueryBuilder<'_, Postgres>,
+    tx: &TenantTx,
+    filter: &MemoryFilter,
+    indexed: &Indexed,
+    cursor: Option<Cursor>,
+    limit: i64,
+    with_embedding: bool,
+) {
+    qb.push(format!(
         "SELECT {} FROM contextual_memories m WHERE m.tenant_id = ",
         columns(with_embedding)
     ));
     qb.push_bind(tx.tenant_id());
-    filter.push_conditions(&mut qb);
+    filter.push_conditions(qb, indexed);
     if let Some(c) = cursor {
         qb.push(" AND (m.created_at, m.id) < (")
             .push_bind(c.created_at)
@@ -287,11 +426,21 @@ pub async fn list(
     }
     qb.push(" ORDER BY m.created_at DESC, m.id DESC LIMIT ")
         .push_bind(limit);
-    Ok(qb.build_query_as().fetch_all(&mut **tx).await?)
 }
 
 pub async fn update(tx: &mut TenantTx, memory_id: &str, p: MemoryPatch) -> Result<Memory> {
-    let row: Memory = sqlx::query_as(&format!(
+    // Locked first, so what leaves the counters is exactly what the update replaces.
+    let (bytes, embedded): (i32, bool) = sqlx::query_as(
+        "SELECT content_bytes, embedding IS NOT NULL FROM contextual_memories
+         WHERE tenant_id = $1 AND memory_id = $2 AND (expires_at IS NULL OR expires_at > now())
+         FOR UPDATE",
+    )
+    .bind(tx.tenant_id())
+    .bind(memory_id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(StoreError::NotFound("memory"))?;
+    let row: Written = sqlx::query_as(&format!(
         "UPDATE contextual_memories m SET
             relevance_score = coalesce($3, relevance_score),
             content = coalesce($4, content),
@@ -300,8 +449,8 @@ pub async fn update(tx: &mut TenantTx, memory_id: &str, p: MemoryPatch) -> Resul
             embedding = CASE WHEN $7 THEN $8 ELSE embedding END,
             embedding_model = CASE WHEN $9 THEN $10 ELSE embedding_model END,
             expires_at = CASE WHEN $11 THEN $12 ELSE expires_at END
-         WHERE m.tenant_id = $1 AND m.memory_id = $2 AND (m.expires_at IS NULL OR m.expires_at > now())
-         RETURNING {}",
+         WHERE m.tenant_id = $1 AND m.memory_id = $2
+         RETURNING {}, m.content_bytes",
         columns(false)
     ))
     .bind(tx.tenant_id())
@@ -316,27 +465,35 @@ pub async fn update(tx: &mut TenantTx, memory_id: &str, p: MemoryPatch) -> Resul
     .bind(p.embedding_model.flatten())
     .bind(p.expires_at.is_some())
     .bind(p.expires_at.flatten())
-    .fetch_optional(&mut **tx)
-    .await?
-    .ok_or(StoreError::NotFound("memory"))?;
-    enforce_quota(tx).await?;
-    Ok(row)
+    .fetch_one(&mut **tx)
+    .await?;
+    usage::charge(tx, row.usage() - stored(bytes, embedded)).await?;
+    Ok(row.memory)
 }
 
-/// Deletes a memory (and, by cascade, its relationships).
+/// Deletes a memory and its relationships.
 pub async fn delete(tx: &mut TenantTx, memory_id: &str) -> Result<()> {
-    let done = sqlx::query(
-        "DELETE FROM contextual_memories m
-         WHERE m.tenant_id = $1 AND m.memory_id = $2 AND (m.expires_at IS NULL OR m.expires_at > now())",
+    // Locked first: no relationship can be added to it while its edges are counted and deleted.
+    let id: Uuid = sqlx::query_scalar(
+        "SELECT id FROM contextual_memories
+         WHERE tenant_id = $1 AND memory_id = $2 AND (expires_at IS NULL OR expires_at > now())
+         FOR UPDATE",
     )
     .bind(tx.tenant_id())
     .bind(memory_id)
-    .execute(&mut **tx)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(StoreError::NotFound("memory"))?;
+    let removed: Option<UsageDelta> = sqlx::query_as(
+        "SELECT memories, content_bytes, embedded, relationships, relationship_bytes,
+                0::bigint AS contexts, 0::bigint AS context_bytes
+         FROM mnemo_remove_memories(ARRAY[$1::uuid], ARRAY[$2::uuid], ARRAY[false])",
+    )
+    .bind(tx.tenant_id())
+    .bind(id)
+    .fetch_optional(&mut **tx)
     .await?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::NotFound("memory"));
-    }
-    Ok(())
+    usage::charge(tx, -removed.unwrap_or_default()).await
 }
 
 #[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
@@ -355,6 +512,12 @@ pub struct Usage {
     pub max_storage_bytes: Option<i64>,
     pub oldest_memory_at: Option<DateTime<Utc>>,
     pub newest_memory_at: Option<DateTime<Utc>>,
+    /// Bytes of relationship metadata.
+    pub relationship_bytes: i64,
+    /// Stored bytes of offloaded contexts.
+    pub context_bytes: i64,
+    /// What `max_storage_bytes` limits: `storage_bytes` plus relationship metadata and contexts.
+    pub quota_bytes: i64,
 }
 
 /// The tenant's usage, from `get_tenant_memory_usage`.

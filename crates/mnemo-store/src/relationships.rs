@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::memories::{columns, Memory};
 use crate::policies::Visibility;
+use crate::usage::{self, UsageDelta};
 use crate::{Result, StoreError, TenantTx};
 
 #[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
@@ -69,10 +70,10 @@ pub async fn create(tx: &mut TenantTx, r: NewRelationship) -> Result<Relationshi
     let (Some(source), Some(target)) = (find(&r.source), find(&r.target)) else {
         return Err(StoreError::NotFound("memory"));
     };
-    let id: Uuid = sqlx::query_scalar(
+    let (id, bytes): (Uuid, i64) = sqlx::query_as(
         "INSERT INTO memory_relationships
             (tenant_id, source_memory_id, target_memory_id, relationship_type, weight, metadata)
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id, octet_length(metadata::text)::bigint",
     )
     .bind(tx.tenant_id())
     .bind(source)
@@ -82,7 +83,17 @@ pub async fn create(tx: &mut TenantTx, r: NewRelationship) -> Result<Relationshi
     .bind(Json(&r.metadata))
     .fetch_one(&mut **tx)
     .await?;
+    usage::charge(tx, edge_usage(bytes)).await?;
     get(tx, id).await
+}
+
+/// What one relationship counts in its tenant's usage.
+fn edge_usage(metadata_bytes: i64) -> UsageDelta {
+    UsageDelta {
+        relationships: 1,
+        relationship_bytes: metadata_bytes,
+        ..Default::default()
+    }
 }
 
 pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Relationship> {
@@ -98,12 +109,16 @@ pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Relationship> {
 
 pub async fn delete(tx: &mut TenantTx, id: Uuid) -> Result<()> {
     get(tx, id).await?;
-    sqlx::query("DELETE FROM memory_relationships WHERE tenant_id = $1 AND id = $2")
-        .bind(tx.tenant_id())
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    let bytes: i64 = sqlx::query_scalar(
+        "DELETE FROM memory_relationships WHERE tenant_id = $1 AND id = $2
+         RETURNING octet_length(metadata::text)::bigint",
+    )
+    .bind(tx.tenant_id())
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(StoreError::NotFound("relationship"))?;
+    usage::charge(tx, -edge_usage(bytes)).await
 }
 
 async fn memory_uuid(tx: &mut TenantTx, memory_id: &str) -> Result<Uuid> {

@@ -12,10 +12,10 @@
 use std::collections::HashSet;
 
 use pgvector::Vector;
-use sqlx::{FromRow, PgPool, Postgres, QueryBuilder};
+use sqlx::{Connection, FromRow, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use crate::memories::{columns, Memory, MemoryFilter};
+use crate::memories::{columns, Indexed, Memory, MemoryFilter};
 use crate::relationships::{EDGE_SELECT, LIVE};
 use crate::{Result, Store, TenantTx};
 
@@ -42,7 +42,14 @@ pub fn index_name(tenant: Uuid) -> String {
     format!("cm_hnsw_{}", tenant.simple())
 }
 
-/// Nearest memories to `query` by cosine distance, at most `k`, with the filter applied.
+/// Nearest memories to `query` by cosine distance, at most `k`, with the filter applied; and the
+/// strategy that answered.
+///
+/// An HNSW search with a selective filter can come back short although the tenant has `k`
+/// matches: the iterative scan gives up after `hnsw.max_scan_tuples` index entries (raised here to
+/// [`HNSW_MAX_SCAN_TUPLES`]) when the matches lie far from the query. A short answer is then
+/// checked by the exact path, which finds every match (and is fast precisely when the filter is
+/// selective, through its own indexes).
 pub async fn vector(
     tx: &mut TenantTx,
     query: &[f32],
@@ -51,12 +58,40 @@ pub async fn vector(
     strategy: Strategy,
     ef_search: i32,
     with_embedding: bool,
+) -> Result<(Vec<Hit>, Strategy)> {
+    let hits = vector_with(tx, query, k, filter, strategy, ef_search, with_embedding).await?;
+    if strategy == Strategy::Hnsw && (hits.len() as i64) < k {
+        let exact = vector_with(
+            tx,
+            query,
+            k,
+            filter,
+            Strategy::Exact,
+            ef_search,
+            with_embedding,
+        )
+        .await?;
+        return Ok((exact, Strategy::Exact));
+    }
+    Ok((hits, strategy))
+}
+
+async fn vector_with(
+    tx: &mut TenantTx,
+    query: &[f32],
+    k: i64,
+    filter: &MemoryFilter,
+    strategy: Strategy,
+    ef_search: i32,
+    with_embedding: bool,
 ) -> Result<Vec<Hit>> {
+    let indexed = filter.indexed(tx, None).await?;
     configure(tx, strategy, ef_search).await?;
     let mut qb = QueryBuilder::new("");
     push_vector_sql(
         &mut qb,
         tx.tenant_id(),
+        &indexed,
         query,
         k,
         filter,
@@ -77,13 +112,29 @@ pub async fn explain_vector(
     filter: &MemoryFilter,
     strategy: Strategy,
 ) -> Result<String> {
+    let indexed = filter.indexed(tx, None).await?;
     configure(tx, strategy, 100).await?;
     let mut qb = QueryBuilder::new("EXPLAIN ");
-    push_vector_sql(&mut qb, tx.tenant_id(), query, k, filter, strategy, false);
+    push_vector_sql(
+        &mut qb,
+        tx.tenant_id(),
+        &indexed,
+        query,
+        k,
+        filter,
+        strategy,
+        false,
+    );
     let lines: Vec<String> = qb.build_query_scalar().fetch_all(&mut **tx).await?;
     restore(tx, strategy).await?;
     Ok(lines.join("\n"))
 }
+
+/// Index entries an HNSW scan may visit for one query (pgvector's default: 20,000). With a
+/// selective filter the iterative scan reads this many before it gives up; a larger budget finds
+/// far matches in tenants of up to about this size, and beyond it the exact path takes over (see
+/// [`vector`]).
+pub const HNSW_MAX_SCAN_TUPLES: i64 = 50_000;
 
 /// HNSW searches scan iteratively (relaxed order, re-sorted after) so that filters cannot leave
 /// the result list short. The planner is steered to the tenant's index (scans that would need a
@@ -94,11 +145,14 @@ async fn configure(tx: &mut TenantTx, strategy: Strategy, ef_search: i32) -> Res
         sqlx::query(
             "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),
                     set_config('hnsw.ef_search', $1, true),
+                    set_config('hnsw.max_scan_tuples', $2, true),
+                    set_config('hnsw.scan_mem_multiplier', '2', true),
                     set_config('enable_seqscan', 'off', true),
                     set_config('enable_bitmapscan', 'off', true),
                     set_config('enable_sort', 'off', true)",
         )
         .bind(ef_search.to_string())
+        .bind(HNSW_MAX_SCAN_TUPLES.to_string())
         .execute(&mut **tx)
         .await?;
     }
@@ -118,9 +172,11 @@ async fn restore(tx: &mut TenantTx, strategy: Strategy) -> Result<()> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)] // the query's parts, each needed
 fn push_vector_sql(
     qb: &mut QueryBuilder<'_, Postgres>,
     tenant: Uuid,
+    indexed: &Indexed,
     query: &[f32],
     k: i64,
     filter: &MemoryFilter,
@@ -138,7 +194,7 @@ fn push_vector_sql(
             qb.push(" AS score FROM contextual_memories m WHERE m.tenant_id = ");
             qb.push_bind(tenant);
             qb.push(" AND m.embedding IS NOT NULL");
-            filter.push_conditions(qb);
+            filter.push_conditions(qb, indexed);
             qb.push(" ORDER BY score LIMIT ");
         }
         Strategy::Hnsw => {
@@ -147,7 +203,7 @@ fn push_vector_sql(
             qb.push(format!(
                 " AS score FROM contextual_memories m WHERE m.tenant_id = '{tenant}'::uuid AND m.embedding IS NOT NULL"
             ));
-            filter.push_conditions(qb);
+            filter.push_conditions(qb, indexed);
             qb.push(" ORDER BY m.embedding <=> ");
             qb.push_bind(q);
             qb.push(" LIMIT ");
@@ -171,19 +227,49 @@ pub async fn text(
     filter: &MemoryFilter,
     with_embedding: bool,
 ) -> Result<Vec<Hit>> {
-    let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!(
+    let words = any_word(query);
+    let indexed = filter.indexed(tx, Some(&words)).await?;
+    let mut qb = QueryBuilder::new("");
+    push_text_sql(&mut qb, tx, &words, &indexed, k, filter, with_embedding);
+    Ok(qb.build_query_as().fetch_all(&mut **tx).await?)
+}
+
+/// The plan PostgreSQL chooses for [`text`] (`EXPLAIN` text), so tests can prove it uses the
+/// full-text index under Row Level Security.
+pub async fn explain_text(
+    tx: &mut TenantTx,
+    query: &str,
+    k: i64,
+    filter: &MemoryFilter,
+) -> Result<String> {
+    let words = any_word(query);
+    let indexed = filter.indexed(tx, Some(&words)).await?;
+    let mut qb = QueryBuilder::new("EXPLAIN ");
+    push_text_sql(&mut qb, tx, &words, &indexed, k, filter, false);
+    let lines: Vec<String> = qb.build_query_scalar().fetch_all(&mut **tx).await?;
+    Ok(lines.join("\n"))
+}
+
+fn push_text_sql(
+    qb: &mut QueryBuilder<'_, Postgres>,
+    tx: &TenantTx,
+    words: &str,
+    indexed: &Indexed,
+    k: i64,
+    filter: &MemoryFilter,
+    with_embedding: bool,
+) {
+    qb.push(format!(
         "SELECT {}, ts_rank_cd(m.search_tsv, q)::float8 AS score
          FROM contextual_memories m, websearch_to_tsquery('english', ",
         columns(with_embedding)
     ));
-    qb.push_bind(any_word(query));
+    qb.push_bind(words.to_owned());
     qb.push(") AS q WHERE m.tenant_id = ");
     qb.push_bind(tx.tenant_id());
-    qb.push(" AND m.search_tsv @@ q");
-    filter.push_conditions(&mut qb);
+    filter.push_with_text(qb, indexed, Some(words));
     qb.push(" ORDER BY score DESC, m.memory_id LIMIT ");
     qb.push_bind(k);
-    Ok(qb.build_query_as().fetch_all(&mut **tx).await?)
 }
 
 /// The words of `query` joined by ` or ` for `websearch_to_tsquery`, which never fails to parse.
@@ -248,14 +334,24 @@ impl Store {
     /// Builds missing per-tenant HNSW indexes (CONCURRENTLY: writes go on meanwhile) for tenants
     /// over the threshold, and drops invalid leftovers and indexes of deleted tenants. Safe to run
     /// from several processes: an advisory lock makes them take turns.
+    ///
+    /// The lock is a session lock, so it is taken on a connection of its own, never one of the
+    /// pool: if this future is dropped mid-way (shutdown, a cancelled caller), the connection is
+    /// dropped with it, and its server process, which notices the closed socket within a second
+    /// even during a build (`client_connection_check_interval`), ends and releases the lock. A
+    /// pooled connection would go back to the pool still holding it and stall every builder.
     pub async fn maintain_vector_indexes(&self, policy: VectorIndexPolicy) -> Result<IndexReport> {
-        let mut conn = self.pool.acquire().await?;
+        let options = self.pool.connect_options();
+        let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+        sqlx::query("SET client_connection_check_interval = '1s'")
+            .execute(&mut conn)
+            .await?;
         // One builder at a time; a second caller waits, then finds the work done. It waits by
         // polling, between statements: blocked inside pg_advisory_lock() its open transaction is
         // one that the holder's CREATE INDEX CONCURRENTLY waits for, a deadlock.
         loop {
             let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(727273)")
-                .fetch_one(&mut *conn)
+                .fetch_one(&mut conn)
                 .await?;
             if locked {
                 break;
@@ -263,9 +359,12 @@ impl Store {
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }
         let result = maintain(&self.pool, &mut conn, policy).await;
-        let _ = sqlx::query("SELECT pg_advisory_unlock(727273)")
-            .execute(&mut *conn)
+        let unlocked = sqlx::query("SELECT pg_advisory_unlock(727273)")
+            .execute(&mut conn)
             .await;
+        if unlocked.is_ok() {
+            let _ = conn.close().await;
+        }
         let mut report = result?;
         report.indexed_tenants = self.refresh_vector_index_cache().await?;
         Ok(report)

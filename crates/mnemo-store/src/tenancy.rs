@@ -43,6 +43,7 @@ impl TenantScope {
 pub struct TenantTx {
     tx: Transaction<'static, Postgres>,
     scope: TenantScope,
+    gin_direct: bool,
 }
 
 impl TenantTx {
@@ -52,6 +53,11 @@ impl TenantTx {
 
     pub fn tenant_id(&self) -> Uuid {
         self.scope.tenant
+    }
+
+    /// See [`Store::gin_direct`].
+    pub(crate) fn gin_direct(&self) -> bool {
+        self.gin_direct
     }
 
     pub async fn commit(self) -> Result<()> {
@@ -105,6 +111,10 @@ impl Store {
             begin.push_str(&format!("; SET LOCAL statement_timeout = {ms}"));
         }
         let tx = self.pool.begin_with(begin).await?;
-        Ok(TenantTx { tx, scope: *scope })
+        Ok(TenantTx {
+            tx,
+            scope: *scope,
+            gin_direct: self.gin_direct(),
+        })
     }
 }

@@ -9,10 +9,14 @@
 //! - `maintenance`: archive, clean, usage and partition functions.
 //! - `views`: the reporting views exist and apply the caller's Row Level Security.
 //! - `migrations`: applying them twice changes nothing.
+//! - `usage`: the per-tenant usage counters follow every write path.
+//! - `gin`: text, tag and containment filters use their GIN indexes as the application role.
 
 // The modules live in tests/schema/ (a crate root's modules would otherwise resolve in tests/).
 #[path = "schema/citus.rs"]
 mod citus;
+#[path = "schema/gin.rs"]
+mod gin;
 #[path = "schema/maintenance.rs"]
 mod maintenance;
 #[path = "schema/migrations.rs"]
@@ -23,6 +27,8 @@ mod rls;
 mod seed_examples;
 #[path = "schema/tables.rs"]
 mod tables;
+#[path = "schema/usage.rs"]
+mod usage;
 #[path = "schema/views.rs"]
 mod views;
 
@@ -31,7 +37,7 @@ use uuid::Uuid;
 
 /// Tables whose rows belong to one tenant: distributed by `tenant_id` under Citus and isolated by
 /// Row Level Security.
-const TENANT_OWNED: [&str; 10] = [
+const TENANT_OWNED: [&str; 12] = [
     "tenant_access_policies",
     "tenant_sharing_rules",
     "data_retention_policies",
@@ -42,6 +48,8 @@ const TENANT_OWNED: [&str; 10] = [
     "federated_participants",
     "audit_log",
     "audit_log_archive",
+    "tenant_usage",
+    "tenant_daily_activity",
 ];
 
 /// Creates a project (as the owner) and returns its id.

@@ -110,7 +110,14 @@ pub struct ServeArgs {
     #[arg(long, env = "MNEMO_VECTOR_INDEX_INTERVAL_SECS", default_value_t = 30)]
     pub vector_index_interval_secs: u64,
 
-    /// Seconds between maintenance runs (expired memories, partitions, analytics views).
+    /// Seconds between maintenance runs (expired memories, partitions, audit archival, analytics
+    /// views, usage counters).
     #[arg(long, env = "MNEMO_MAINTENANCE_INTERVAL_SECS", default_value_t = 3600)]
     pub maintenance_interval_secs: u64,
+
+    /// Audit rows older than this many days move to `audit_log_archive` (a month at a time, once
+    /// all of its rows are that old).
+    #[arg(long, env = "MNEMO_AUDIT_ARCHIVE_DAYS", default_value_t = 365,
+          value_parser = clap::value_parser!(i32).range(0..))]
+    pub audit_archive_days: i32,
 }

@@ -30,6 +30,7 @@ pub async fn run(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
             .then(|| Duration::from_millis(args.statement_timeout_ms)),
         ef_search: args.ef_search,
         vector_index_min_rows: args.vector_index_min_rows,
+        audit_archive_days: args.audit_archive_days,
         ..Limits::default()
     };
     let state = AppState {
@@ -42,13 +43,13 @@ pub async fn run(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
     store.refresh_vector_index_cache().await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let housekeeping = {
-        let store = store.clone();
+        let (store, limits) = (store.clone(), state.limits.clone());
         let interval = Duration::from_secs(args.maintenance_interval_secs.max(1));
         tokio::spawn(every(interval, stop_rx.clone(), move || {
-            let store = store.clone();
+            let (store, limits) = (store.clone(), limits.clone());
             async move {
                 let mut report = jobs::MaintenanceReport::default();
-                jobs::housekeeping(&store, &mut report).await;
+                jobs::housekeeping(&store, &limits, &mut report).await;
                 tracing::info!(?report, "housekeeping done");
             }
         }))

@@ -276,7 +276,7 @@ async fn search_memories(
     let ef_search = state.limits.ef_search.max(plan.k as i32 * 2);
     let (expand, with_embedding) = (input.expand, input.include_embedding);
     let mode = plan.mode;
-    let (hits, related) = run_with_rules(&state, &ctx, op, |tx, rules| {
+    let (hits, related, strategy) = run_with_rules(&state, &ctx, op, |tx, rules| {
         Box::pin(async move {
             // Hybrid fuses longer lists than it returns, so a memory ranked well by one side
             // and modestly by the other can still surface.
@@ -285,12 +285,13 @@ async fn search_memories(
             } else {
                 plan.k
             };
-            let mut vector_hits = match &plan.vector {
+            // The strategy that answered: an HNSW search that came back short is redone exactly.
+            let (mut vector_hits, strategy) = match &plan.vector {
                 Some(v) => {
                     search::vector(tx, v, depth, &filter, strategy, ef_search, with_embedding)
                         .await?
                 }
-                None => Vec::new(),
+                None => (Vec::new(), strategy),
             };
             if let Some(min) = min_similarity {
                 vector_hits.retain(|h| 1.0 - h.score >= min);
@@ -313,7 +314,7 @@ async fn search_memories(
             } else {
                 None
             };
-            Ok((hits, related))
+            Ok((hits, related, strategy))
         })
     })
     .await?;

@@ -16,11 +16,14 @@
 //! - [`limits`]: bounds on what one request may cost (filter size, statement timeout, metadata
 //!   size, graph edges, pages of policies).
 //! - [`embedding`]: authorization before embedding; provider errors kept from tenants.
+//! - [`data_integrity`]: expired ids reused under every retention policy, overlapping batches,
+//!   maintenance that outlives its client, quotas kept by the usage counters.
 
 mod admin;
 mod audit_quota_policy;
 mod auth;
 mod bad_input;
+mod data_integrity;
 mod embedding;
 mod graph;
 mod harness;

@@ -469,3 +469,367 @@ async fn new_rows_in_a_created_month_go_to_its_partition() {
             .expect("name");
     assert_eq!(home, expected);
 }
+
+/// Waits until another session of this database waits for a lock, or `task` ended (at most 20 s).
+async fn until_blocked_or_done<T>(pool: &PgPool, task: &tokio::task::JoinHandle<T>) {
+    for _ in 0..1000 {
+        if task.is_finished() {
+            return;
+        }
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+             WHERE NOT l.granted AND a.datname = current_database()",
+        )
+        .fetch_one(pool)
+        .await
+        .expect("pg_locks");
+        if waiting > 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the task neither finished nor waited for a lock");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_expired_memories_keeps_a_memory_whose_expiry_a_concurrent_update_cleared() {
+    let db = TestDb::new().await;
+    let pool = db.store.pool();
+    let (a, _) = two_tenants(pool).await;
+    aged_memory(pool, a, "kept", 1, Some(-1)).await;
+    aged_memory(pool, a, "gone", 1, Some(-1)).await;
+    // A PATCH clearing the expiry, still open while the cleanup runs.
+    let mut update = pool.begin().await.expect("begin");
+    sqlx::query("UPDATE contextual_memories SET expires_at = NULL WHERE memory_id = 'kept'")
+        .execute(&mut *update)
+        .await
+        .expect("clear expiry");
+    let store = db.store.clone();
+    let cleanup = tokio::spawn(async move { store.clean_expired_memories().await });
+    until_blocked_or_done(pool, &cleanup).await;
+    update.commit().await.expect("commit");
+    let removed = cleanup.await.expect("join").expect("clean");
+    assert_eq!(removed, 1);
+    assert_eq!(memory_ids(pool, "contextual_memories").await, ["kept"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retire_memories_rechecks_the_expiry_of_the_row_it_deletes() {
+    let db = TestDb::new().await;
+    let pool = db.store.pool();
+    let (a, _) = two_tenants(pool).await;
+    aged_memory(pool, a, "kept", 1, Some(-1)).await;
+    aged_memory(pool, a, "gone", 1, Some(-1)).await;
+    let mut update = pool.begin().await.expect("begin");
+    sqlx::query("UPDATE contextual_memories SET expires_at = NULL WHERE memory_id = 'kept'")
+        .execute(&mut *update)
+        .await
+        .expect("clear expiry");
+    // mnemo_retire_memories() waits for the row (it is what frees an id before reuse), then must
+    // see the row as the update left it.
+    let owner = pool.clone();
+    let retire = tokio::spawn(async move {
+        sqlx::query_scalar::<_, i32>("SELECT mnemo_retire_memories()")
+            .fetch_one(&owner)
+            .await
+    });
+    until_blocked_or_done(pool, &retire).await;
+    update.commit().await.expect("commit");
+    let removed = retire.await.expect("join").expect("retire");
+    assert_eq!(removed, 1);
+    assert_eq!(memory_ids(pool, "contextual_memories").await, ["kept"]);
+}
+
+#[tokio::test]
+async fn clean_expired_memories_walks_the_index_in_batches_and_skips_rows_others_hold() {
+    let db = TestDb::new().await;
+    let pool = db.store.pool();
+    let project = create_project(pool, "p").await;
+    let a = create_tenant(pool, project, "a").await;
+    let b = create_tenant(pool, project, "b").await;
+    let keeper = create_tenant(pool, project, "keeper").await;
+    retention_policy(pool, keeper, None, "retain", true).await;
+    // Retained expired rows first in the index: the batches must walk past them, not stop.
+    for (tenant, prefix, n, minutes_ago) in [
+        (keeper, "k", 1500, 300),
+        (a, "a", 1300, 200),
+        (b, "b", 1200, 100),
+    ] {
+        sqlx::query(
+            "INSERT INTO contextual_memories (tenant_id, memory_id, content, expires_at)
+             SELECT $1, $2 || g, jsonb_build_object('g', g), now() - make_interval(mins => $4) + g * interval '1 ms'
+             FROM generate_series(1, $3) AS g",
+        )
+        .bind(tenant)
+        .bind(prefix)
+        .bind(n)
+        .bind(minutes_ago)
+        .execute(pool)
+        .await
+        .expect("insert expired memories");
+    }
+    aged_memory(pool, a, "live", 1, Some(1)).await;
+    // Rows written by plain SQL: their counters come from a reconcile.
+    for t in [a, b, keeper] {
+        db.store.reconcile_tenant_usage(t).await.expect("reconcile");
+    }
+    let mut holder = pool.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM contextual_memories WHERE memory_id = 'b7' FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .expect("lock b7");
+
+    let removed = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        db.store.clean_expired_memories(),
+    )
+    .await
+    .expect("the cleanup never waits for a held row")
+    .expect("clean");
+    assert_eq!(removed, 1300 + 1200 - 1);
+    let left: Vec<(Uuid, i64)> =
+        sqlx::query_as("SELECT tenant_id, count(*) FROM contextual_memories GROUP BY 1 ORDER BY 2")
+            .fetch_all(pool)
+            .await
+            .expect("count");
+    let count = |t: Uuid| left.iter().find(|(x, _)| *x == t).map_or(0, |(_, n)| *n);
+    assert_eq!((count(a), count(b), count(keeper)), (1, 1, 1500));
+
+    holder.rollback().await.expect("release");
+    assert_eq!(db.store.clean_expired_memories().await.expect("again"), 1);
+    // The counters the batches kept follow the rows.
+    for t in [a, b, keeper] {
+        assert!(
+            !db.store.reconcile_tenant_usage(t).await.expect("reconcile"),
+            "counters of {t} were off"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_create_time_partitions_calls_all_succeed() {
+    let db = TestDb::new().await;
+    let monthly = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_inherits
+             WHERE inhparent IN ('audit_log'::regclass, 'performance_metrics'::regclass)",
+        )
+        .fetch_one(db.store.pool())
+        .await
+        .expect("partitions")
+    };
+    let existing = monthly().await;
+    let calls = (0..6).map(|_| {
+        let store = db.store.clone();
+        tokio::spawn(async move { store.create_time_partitions(48).await })
+    });
+    let mut created = 0;
+    for call in futures_join(calls).await {
+        created += call.expect("join").expect("create_time_partitions(48)");
+    }
+    let now = monthly().await;
+    assert_eq!(
+        i64::from(created),
+        now - existing,
+        "each partition made once"
+    );
+    // This month and 48 ahead, for both tables, plus the two default partitions.
+    assert_eq!(now, 2 * 49 + 2);
+}
+
+async fn futures_join<T>(
+    handles: impl Iterator<Item = tokio::task::JoinHandle<T>>,
+) -> Vec<Result<T, tokio::task::JoinError>> {
+    let mut out = Vec::new();
+    for h in handles.collect::<Vec<_>>() {
+        out.push(h.await);
+    }
+    out
+}
+
+/// Creates the monthly partition of `audit_log` for the month (UTC) `months_ago` months back, as
+/// create_time_partitions() names them; returns its name and oid.
+async fn old_audit_partition(
+    pool: &PgPool,
+    months_ago: i32,
+) -> (String, u32, chrono::DateTime<chrono::Utc>) {
+    let (name, lo, hi, mid): (String, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as(
+            "SELECT 'audit_log_p' || to_char(m, 'YYYYMM'), m AT TIME ZONE 'UTC',
+                    (m + interval '1 month') AT TIME ZONE 'UTC', (m + interval '10 days') AT TIME ZONE 'UTC'
+             FROM (SELECT date_trunc('month', now() AT TIME ZONE 'UTC') - make_interval(months => $1) AS m) AS s",
+        )
+        .bind(months_ago)
+        .fetch_one(pool)
+        .await
+        .expect("month");
+    sqlx::query(&format!(
+        "CREATE TABLE {name} PARTITION OF audit_log FOR VALUES FROM ('{}') TO ('{}')",
+        lo.to_rfc3339(),
+        hi.to_rfc3339()
+    ))
+    .execute(pool)
+    .await
+    .expect("old partition");
+    let oid: sqlx::postgres::types::Oid = sqlx::query_scalar("SELECT $1::regclass::oid")
+        .bind(&name)
+        .fetch_one(pool)
+        .await
+        .expect("oid");
+    (name, oid.0, mid)
+}
+
+async fn audit_row_at(pool: &PgPool, tenant: Uuid, at: chrono::DateTime<chrono::Utc>) -> Uuid {
+    sqlx::query_scalar(
+        "INSERT INTO audit_log (tenant_id, action, resource_type, outcome, created_at)
+         VALUES ($1, 'memory.create', 'memories', 'success', $2) RETURNING id",
+    )
+    .bind(tenant)
+    .bind(at)
+    .fetch_one(pool)
+    .await
+    .expect("audit row")
+}
+
+#[tokio::test]
+async fn archive_old_audit_logs_moves_a_whole_old_month_by_moving_its_partition() {
+    let db = TestDb::new().await;
+    let pool = db.store.pool();
+    let (a, b) = two_tenants(pool).await;
+    let (name, oid, mid) = old_audit_partition(pool, 14).await;
+    let mut old = vec![
+        audit_row_at(pool, a, mid).await,
+        audit_row_at(pool, a, mid).await,
+        audit_row_at(pool, b, mid).await,
+    ];
+    let recent = audit_row(pool, a, 0).await;
+
+    assert_eq!(
+        db.store.archive_old_audit_logs(365).await.expect("archive"),
+        3
+    );
+
+    // The same table (same oid), now a partition of the archive: no row was copied or deleted.
+    let (parent, new_name): (String, String) = sqlx::query_as(
+        "SELECT h.inhparent::regclass::text, c.relname::text
+         FROM pg_inherits h JOIN pg_class c ON c.oid = h.inhrelid WHERE h.inhrelid = $1",
+    )
+    .bind(sqlx::postgres::types::Oid(oid))
+    .fetch_one(pool)
+    .await
+    .expect("the partition still exists");
+    assert_eq!(parent, "audit_log_archive");
+    assert_eq!(new_name, name.replace("audit_log_", "audit_log_archive_"));
+    let mut archived: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM audit_log_archive ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .expect("archive");
+    old.sort();
+    archived.sort();
+    assert_eq!(archived, old);
+    let remaining: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM audit_log")
+        .fetch_all(pool)
+        .await
+        .expect("audit_log");
+    assert_eq!(remaining, [recent]);
+    // Readable by its tenant only, through the archive's Row Level Security.
+    let mut tx = app_tx(pool, Some(a)).await;
+    let visible: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log_archive")
+        .fetch_one(&mut *tx)
+        .await
+        .expect("archive as A");
+    assert_eq!(visible, 2);
+    let direct = sqlx::query(&format!("SELECT count(*) FROM {new_name}"))
+        .execute(&mut *tx)
+        .await
+        .expect_err("the partition itself is out of the application role's reach");
+    assert_eq!(super::db_error(&direct).0, "42501");
+}
+
+#[tokio::test]
+async fn scheduled_audit_archival_moves_whole_months_only() {
+    let db = TestDb::new().await;
+    let pool = db.store.pool();
+    let (a, _) = two_tenants(pool).await;
+    // The job's cutoff: the start (UTC) of the month that holds the instant 365 days ago.
+    let cutoff: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+        "SELECT date_trunc('month', (now() - interval '365 days') AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("cutoff");
+    let before = audit_row_at(pool, a, cutoff - chrono::Duration::hours(1)).await;
+    let after = audit_row_at(pool, a, cutoff + chrono::Duration::hours(1)).await;
+
+    assert_eq!(
+        db.store.archive_audit_months(365).await.expect("archive"),
+        1
+    );
+    let archived: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM audit_log_archive")
+        .fetch_all(pool)
+        .await
+        .expect("archive");
+    assert_eq!(archived, [before]);
+    let kept: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM audit_log")
+        .fetch_all(pool)
+        .await
+        .expect("audit_log");
+    assert_eq!(
+        kept,
+        [after],
+        "the month the cutoff falls in waits until it is whole"
+    );
+}
+
+#[tokio::test]
+async fn tenant_daily_activity_refresh_recomputes_only_the_days_from_its_watermark() {
+    let db = TestDb::new().await;
+    let pool = db.store.pool();
+    let (a, _) = two_tenants(pool).await;
+    let now = chrono::Utc::now();
+    let ten_days_ago = now - chrono::Duration::days(10);
+    audit_row_at(pool, a, ten_days_ago).await;
+    audit_row_at(pool, a, ten_days_ago).await;
+    audit_row_at(pool, a, now).await;
+    // Rows before the first refresh of this database: it starts from all of history.
+    sqlx::query("DELETE FROM mnemo_settings WHERE key = 'tenant_daily_activity_from'")
+        .execute(pool)
+        .await
+        .expect("forget watermark");
+    db.store.refresh_analytics_views().await.expect("refresh");
+    let per_day = || async {
+        sqlx::query_as::<_, (chrono::NaiveDate, i64)>(
+            "SELECT day, operations FROM tenant_daily_activity WHERE tenant_id = $1 ORDER BY day",
+        )
+        .bind(a)
+        .fetch_all(pool)
+        .await
+        .expect("activity")
+    };
+    let (old_day, today) = (ten_days_ago.date_naive(), now.date_naive());
+    assert_eq!(per_day().await, [(old_day, 2), (today, 1)]);
+    let watermark: String = sqlx::query_scalar(
+        "SELECT value FROM mnemo_settings WHERE key = 'tenant_daily_activity_from'",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("watermark");
+    assert_eq!(watermark, (today - chrono::Duration::days(1)).to_string());
+
+    // The old day's audit rows leave (archival); a new row arrives today.
+    sqlx::query("DELETE FROM audit_log WHERE created_at < now() - interval '5 days'")
+        .execute(pool)
+        .await
+        .expect("archive");
+    audit_row_at(pool, a, now).await;
+    db.store
+        .refresh_analytics_views()
+        .await
+        .expect("refresh again");
+    assert_eq!(
+        per_day().await,
+        [(old_day, 2), (today, 2)],
+        "days before the watermark are final; the recent ones are recounted"
+    );
+}

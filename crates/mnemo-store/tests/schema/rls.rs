@@ -76,6 +76,15 @@ async fn insert_row(
              VALUES (gen_random_uuid(), $1, 'api', 'create', 'memories', 'success', '{}', now())",
         )
         .bind(tenant),
+        "tenant_usage" => sqlx::query(
+            "INSERT INTO tenant_usage (tenant_id, memories, content_bytes) VALUES ($1, 2, 40)",
+        )
+        .bind(tenant),
+        "tenant_daily_activity" => sqlx::query(
+            "INSERT INTO tenant_daily_activity (tenant_id, day, action, outcome, operations)
+             VALUES ($1, current_date, 'memory.create', 'success', 1)",
+        )
+        .bind(tenant),
         other => panic!("no fixture row for {other}"),
     };
     Ok(query.execute(conn).await?.rows_affected())
@@ -251,6 +260,7 @@ async fn tenant_a_can_write_its_own_rows_as_the_application_role() {
                 | "data_retention_policies"
                 | "federated_participants"
                 | "memory_relationships"
+                | "tenant_usage"
         ) {
             sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1"))
                 .bind(a)
