@@ -1,0 +1,350 @@
+//! Compression of a context's stored JSON with zstd, optionally with a trained dictionary.
+//!
+//! The method is recorded per row in `compression_method` as text: `zstd-3`, `zstd-3-dict-<id>`
+//! (the dictionary's zstd id, which is also written in each frame), or `none` when compressing
+//! would not save a byte (a tiny context). `compression_ratio` is original bytes over stored bytes
+//! (4.0: four times smaller).
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::Invalid;
+
+/// The level used unless configured otherwise. Chosen from `examples/context_measure.rs` on the
+/// generated corpus (see the crate's benchmark notes): level 3 compresses chat JSON to about the
+/// same size as levels 6–9 (within a few percent) at several times their speed, and levels above
+/// 12 buy a few more percent for an order of magnitude less throughput, which an offload request
+/// pays synchronously.
+pub const DEFAULT_LEVEL: i32 = 3;
+
+/// The levels zstd accepts here (negative "fast" levels are not used).
+pub const LEVELS: std::ops::RangeInclusive<i32> = 1..=22;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompressError {
+    #[error("zstd level {0} is outside 1..=22")]
+    Level(i32),
+    #[error("{method} needs dictionary {needed}, {given}")]
+    Dictionary {
+        method: String,
+        needed: u32,
+        given: String,
+    },
+    #[error("not a zstd dictionary with an id")]
+    NotADictionary,
+    #[error("decompressed {got} bytes, expected {expected}")]
+    Size { got: usize, expected: usize },
+    #[error("zstd: {0}")]
+    Zstd(#[from] std::io::Error),
+}
+
+/// How a row's bytes were stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CompressionMethod {
+    /// Stored as sent.
+    None,
+    Zstd {
+        level: i32,
+        dictionary: Option<u32>,
+    },
+}
+
+impl fmt::Display for CompressionMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CompressionMethod::None => f.write_str("none"),
+            CompressionMethod::Zstd {
+                level,
+                dictionary: None,
+            } => write!(f, "zstd-{level}"),
+            CompressionMethod::Zstd {
+                level,
+                dictionary: Some(id),
+            } => write!(f, "zstd-{level}-dict-{id}"),
+        }
+    }
+}
+
+impl FromStr for CompressionMethod {
+    type Err = Invalid;
+
+    fn from_str(s: &str) -> Result<Self, Invalid> {
+        let bad = || Invalid::new("compression_method", format!("unknown method {s:?}"));
+        if s == "none" {
+            return Ok(CompressionMethod::None);
+        }
+        let rest = s.strip_prefix("zstd-").ok_or_else(bad)?;
+        let (level, dictionary) = match rest.split_once("-dict-") {
+            Some((level, id)) => (level, Some(id.parse::<u32>().map_err(|_| bad())?)),
+            None => (rest, None),
+        };
+        let level: i32 = level.parse().map_err(|_| bad())?;
+        if !LEVELS.contains(&level) || dictionary == Some(0) {
+            return Err(bad());
+        }
+        Ok(CompressionMethod::Zstd { level, dictionary })
+    }
+}
+
+/// A zstd dictionary trained on sample contexts; its id (from its header) names it in methods.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Dictionary {
+    id: u32,
+    bytes: Vec<u8>,
+}
+
+impl fmt::Debug for Dictionary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dictionary")
+            .field("id", &self.id)
+            .field("bytes", &self.bytes.len())
+            .finish()
+    }
+}
+
+impl Dictionary {
+    /// Trains a dictionary of at most `max_bytes` on `samples` (zstd's advice: a few thousand
+    /// samples, about 100 times the dictionary's size in total).
+    pub fn train<S: AsRef<[u8]>>(samples: &[S], max_bytes: usize) -> Result<Self, CompressError> {
+        Self::from_bytes(zstd::dict::from_samples(samples, max_bytes)?)
+    }
+
+    /// A stored dictionary.
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, CompressError> {
+        let id =
+            zstd::zstd_safe::get_dict_id_from_dict(&bytes).ok_or(CompressError::NotADictionary)?;
+        Ok(Self {
+            id: id.get(),
+            bytes,
+        })
+    }
+
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// Stored bytes and how they were made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compressed {
+    pub bytes: Vec<u8>,
+    pub method: CompressionMethod,
+    pub original_bytes: usize,
+}
+
+impl Compressed {
+    pub fn stored_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Original bytes over stored bytes; 1.0 for an empty input.
+    pub fn ratio(&self) -> f64 {
+        if self.bytes.is_empty() {
+            1.0
+        } else {
+            self.original_bytes as f64 / self.bytes.len() as f64
+        }
+    }
+}
+
+/// Compresses `data` at `level`, with `dictionary` if given; keeps it as is (`none`) when
+/// compression would not make it smaller.
+pub fn compress(
+    data: &[u8],
+    level: i32,
+    dictionary: Option<&Dictionary>,
+) -> Result<Compressed, CompressError> {
+    if !LEVELS.contains(&level) {
+        return Err(CompressError::Level(level));
+    }
+    let bytes = match dictionary {
+        Some(d) => zstd::bulk::Compressor::with_dictionary(level, &d.bytes)?.compress(data)?,
+        None => zstd::bulk::compress(data, level)?,
+    };
+    if bytes.len() >= data.len() {
+        return Ok(Compressed {
+            bytes: data.to_vec(),
+            method: CompressionMethod::None,
+            original_bytes: data.len(),
+        });
+    }
+    Ok(Compressed {
+        bytes,
+        method: CompressionMethod::Zstd {
+            level,
+            dictionary: dictionary.map(Dictionary::id),
+        },
+        original_bytes: data.len(),
+    })
+}
+
+/// Restores the `original_bytes` bytes stored by [`compress`] with `method`. A method naming a
+/// dictionary needs that dictionary.
+pub fn decompress(
+    stored: &[u8],
+    method: CompressionMethod,
+    original_bytes: usize,
+    dictionary: Option<&Dictionary>,
+) -> Result<Vec<u8>, CompressError> {
+    let data = match method {
+        CompressionMethod::None => stored.to_vec(),
+        CompressionMethod::Zstd {
+            dictionary: None, ..
+        } => zstd::bulk::decompress(stored, original_bytes)?,
+        CompressionMethod::Zstd {
+            dictionary: Some(needed),
+            ..
+        } => match dictionary {
+            Some(d) if d.id == needed => zstd::bulk::Decompressor::with_dictionary(&d.bytes)?
+                .decompress(stored, original_bytes)?,
+            other => {
+                return Err(CompressError::Dictionary {
+                    method: method.to_string(),
+                    needed,
+                    given: other.map_or("none given".to_owned(), |d| format!("got {}", d.id)),
+                })
+            }
+        },
+    };
+    if data.len() != original_bytes {
+        return Err(CompressError::Size {
+            got: data.len(),
+            expected: original_bytes,
+        });
+    }
+    Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::corpus;
+    use proptest::prelude::*;
+
+    fn sample_contexts(n: usize) -> Vec<Vec<u8>> {
+        (0..n as u64)
+            .map(|seed| corpus::generate(seed, 300).messages_json.into_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn method_names_round_trip() {
+        for m in [
+            CompressionMethod::None,
+            CompressionMethod::Zstd {
+                level: 3,
+                dictionary: None,
+            },
+            CompressionMethod::Zstd {
+                level: 19,
+                dictionary: Some(12345),
+            },
+        ] {
+            assert_eq!(m.to_string().parse::<CompressionMethod>().unwrap(), m);
+        }
+        assert_eq!(
+            CompressionMethod::Zstd {
+                level: 3,
+                dictionary: Some(7)
+            }
+            .to_string(),
+            "zstd-3-dict-7"
+        );
+    }
+
+    #[test]
+    fn unknown_method_names_are_refused() {
+        for s in [
+            "",
+            "gzip",
+            "zstd-",
+            "zstd-0",
+            "zstd-23",
+            "zstd-3-dict-",
+            "zstd-3-dict-0",
+            "zstd-x",
+        ] {
+            assert!(s.parse::<CompressionMethod>().is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn chat_json_compresses_and_restores() {
+        let data = corpus::generate(1, 5_000).messages_json.into_bytes();
+        let c = compress(&data, DEFAULT_LEVEL, None).unwrap();
+        assert_eq!(c.method.to_string(), "zstd-3");
+        assert!(c.ratio() > 2.0, "ratio {}", c.ratio());
+        assert_eq!(
+            decompress(&c.bytes, c.method, data.len(), None).unwrap(),
+            data
+        );
+    }
+
+    #[test]
+    fn incompressible_tiny_input_is_stored_as_is() {
+        let c = compress(b"[]", 3, None).unwrap();
+        assert_eq!(c.method, CompressionMethod::None);
+        assert_eq!(c.bytes, b"[]");
+        assert_eq!(c.ratio(), 1.0);
+    }
+
+    #[test]
+    fn level_out_of_range_is_refused() {
+        assert!(matches!(
+            compress(b"x", 0, None),
+            Err(CompressError::Level(0))
+        ));
+    }
+
+    #[test]
+    fn dictionary_round_trips_and_is_named_in_the_method() {
+        let samples = sample_contexts(200);
+        let dict = Dictionary::train(&samples, 16 * 1024).unwrap();
+        let data = corpus::generate(10_000, 300).messages_json.into_bytes();
+        let with = compress(&data, 3, Some(&dict)).unwrap();
+        let without = compress(&data, 3, None).unwrap();
+        assert_eq!(
+            with.method.to_string(),
+            format!("zstd-3-dict-{}", dict.id())
+        );
+        assert!(with.stored_bytes() < without.stored_bytes());
+        assert_eq!(
+            decompress(&with.bytes, with.method, data.len(), Some(&dict)).unwrap(),
+            data
+        );
+        let reloaded = Dictionary::from_bytes(dict.bytes().to_vec()).unwrap();
+        assert_eq!(reloaded.id(), dict.id());
+    }
+
+    #[test]
+    fn a_missing_dictionary_is_an_error_not_garbage() {
+        let samples = sample_contexts(200);
+        let dict = Dictionary::train(&samples, 16 * 1024).unwrap();
+        let data = &samples[0];
+        let c = compress(data, 3, Some(&dict)).unwrap();
+        assert!(matches!(
+            decompress(&c.bytes, c.method, data.len(), None),
+            Err(CompressError::Dictionary { .. })
+        ));
+    }
+
+    #[test]
+    fn a_wrong_original_size_is_an_error() {
+        let data = corpus::generate(2, 1_000).messages_json.into_bytes();
+        let c = compress(&data, 3, None).unwrap();
+        assert!(decompress(&c.bytes, c.method, data.len() - 1, None).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_round_trip(data in prop::collection::vec(any::<u8>(), 0..4096), level in 1i32..=19) {
+            let c = compress(&data, level, None).unwrap();
+            prop_assert!(c.stored_bytes() <= data.len().max(1));
+            prop_assert_eq!(decompress(&c.bytes, c.method, data.len(), None).unwrap(), data);
+        }
+    }
+}
