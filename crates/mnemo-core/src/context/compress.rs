@@ -87,10 +87,11 @@ impl FromStr for CompressionMethod {
 }
 
 /// A zstd dictionary trained on sample contexts; its id (from its header) names it in methods.
-#[derive(Clone, PartialEq, Eq)]
+/// Holds the dictionary digested for decompression, so decompressing many rows with it is cheap.
 pub struct Dictionary {
     id: u32,
     bytes: Vec<u8>,
+    decoder: zstd::dict::DecoderDictionary<'static>,
 }
 
 impl fmt::Debug for Dictionary {
@@ -113,9 +114,11 @@ impl Dictionary {
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, CompressError> {
         let id =
             zstd::zstd_safe::get_dict_id_from_dict(&bytes).ok_or(CompressError::NotADictionary)?;
+        let decoder = zstd::dict::DecoderDictionary::try_copy(&bytes)?;
         Ok(Self {
             id: id.get(),
             bytes,
+            decoder,
         })
     }
 
@@ -151,39 +154,73 @@ impl Compressed {
     }
 }
 
-/// Compresses `data` at `level`, with `dictionary` if given; keeps it as is (`none`) when
-/// compression would not make it smaller.
+/// A level and an optional dictionary, prepared once (digesting a 64 KiB dictionary costs more
+/// than compressing a small context with it) and shared by all requests: `Send + Sync`.
+pub struct Compressor {
+    level: i32,
+    dictionary: Option<(u32, zstd::dict::EncoderDictionary<'static>)>,
+}
+
+impl fmt::Debug for Compressor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Compressor")
+            .field("method", &self.method())
+            .finish()
+    }
+}
+
+impl Compressor {
+    pub fn new(level: i32, dictionary: Option<&Dictionary>) -> Result<Self, CompressError> {
+        if !LEVELS.contains(&level) {
+            return Err(CompressError::Level(level));
+        }
+        let dictionary = dictionary
+            .map(|d| zstd::dict::EncoderDictionary::try_copy(&d.bytes, level).map(|e| (d.id, e)))
+            .transpose()?;
+        Ok(Self { level, dictionary })
+    }
+
+    /// The method of what this compressor writes (when compression pays).
+    pub fn method(&self) -> CompressionMethod {
+        CompressionMethod::Zstd {
+            level: self.level,
+            dictionary: self.dictionary.as_ref().map(|(id, _)| *id),
+        }
+    }
+
+    /// Compresses `data`; keeps it as is (`none`) when compression would not make it smaller.
+    pub fn compress(&self, data: &[u8]) -> Result<Compressed, CompressError> {
+        let bytes = match &self.dictionary {
+            Some((_, d)) => zstd::bulk::Compressor::with_prepared_dictionary(d)?.compress(data)?,
+            None => zstd::bulk::compress(data, self.level)?,
+        };
+        if bytes.len() >= data.len() {
+            return Ok(Compressed {
+                bytes: data.to_vec(),
+                method: CompressionMethod::None,
+                original_bytes: data.len(),
+            });
+        }
+        Ok(Compressed {
+            bytes,
+            method: self.method(),
+            original_bytes: data.len(),
+        })
+    }
+}
+
+/// One-off [`Compressor::compress`]; build a [`Compressor`] once to compress many inputs with a
+/// dictionary.
 pub fn compress(
     data: &[u8],
     level: i32,
     dictionary: Option<&Dictionary>,
 ) -> Result<Compressed, CompressError> {
-    if !LEVELS.contains(&level) {
-        return Err(CompressError::Level(level));
-    }
-    let bytes = match dictionary {
-        Some(d) => zstd::bulk::Compressor::with_dictionary(level, &d.bytes)?.compress(data)?,
-        None => zstd::bulk::compress(data, level)?,
-    };
-    if bytes.len() >= data.len() {
-        return Ok(Compressed {
-            bytes: data.to_vec(),
-            method: CompressionMethod::None,
-            original_bytes: data.len(),
-        });
-    }
-    Ok(Compressed {
-        bytes,
-        method: CompressionMethod::Zstd {
-            level,
-            dictionary: dictionary.map(Dictionary::id),
-        },
-        original_bytes: data.len(),
-    })
+    Compressor::new(level, dictionary)?.compress(data)
 }
 
-/// Restores the `original_bytes` bytes stored by [`compress`] with `method`. A method naming a
-/// dictionary needs that dictionary.
+/// Restores the `original_bytes` bytes stored with `method`. A method naming a dictionary needs
+/// that dictionary.
 pub fn decompress(
     stored: &[u8],
     method: CompressionMethod,
@@ -199,8 +236,10 @@ pub fn decompress(
             dictionary: Some(needed),
             ..
         } => match dictionary {
-            Some(d) if d.id == needed => zstd::bulk::Decompressor::with_dictionary(&d.bytes)?
-                .decompress(stored, original_bytes)?,
+            Some(d) if d.id == needed => {
+                zstd::bulk::Decompressor::with_prepared_dictionary(&d.decoder)?
+                    .decompress(stored, original_bytes)?
+            }
             other => {
                 return Err(CompressError::Dictionary {
                     method: method.to_string(),
@@ -290,6 +329,14 @@ mod tests {
         assert_eq!(c.method, CompressionMethod::None);
         assert_eq!(c.bytes, b"[]");
         assert_eq!(c.ratio(), 1.0);
+    }
+
+    #[test]
+    fn a_compressor_is_shared_between_threads() {
+        fn shareable<T: Send + Sync>(_: &T) {}
+        let c = Compressor::new(3, None).unwrap();
+        shareable(&c);
+        assert_eq!(c.method().to_string(), "zstd-3");
     }
 
     #[test]
