@@ -5,9 +5,13 @@
 //!   `Embedding`, `Tags`, …) and the seed's enums (`IsolationLevel`, `PrivacyLevel`, …).
 //! - [`scope`]: API key scopes and the permissions they grant.
 //! - [`text`]: which text of a memory's JSON content is embedded and searched.
+//! - [`context`]: context offloading's algorithms: byte-exact capture of `messages`/`text`, token
+//!   counting (tiktoken), sentence splitting, chunking, extractive summary, budget-safe prompt
+//!   packing, zstd compression, and a synthetic transcript corpus.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod context;
 pub mod scope;
 pub mod text;
 pub mod types;

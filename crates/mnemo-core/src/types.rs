@@ -1,7 +1,6 @@
 //! Validated values. Each type can only hold a value that passed its `parse`.
 
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use serde::Serialize;
 
 use crate::Invalid;
 
@@ -11,7 +10,10 @@ pub const EMBEDDING_DIM: usize = 384;
 macro_rules! text_enum {
     ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash,
+            ::serde::Serialize, ::serde::Deserialize, ::utoipa::ToSchema,
+        )]
         #[serde(rename_all = "snake_case")]
         pub enum $name { $($variant),+ }
 
@@ -24,11 +26,11 @@ macro_rules! text_enum {
         }
 
         impl std::str::FromStr for $name {
-            type Err = Invalid;
-            fn from_str(s: &str) -> Result<Self, Invalid> {
+            type Err = $crate::Invalid;
+            fn from_str(s: &str) -> Result<Self, $crate::Invalid> {
                 match s {
                     $($text => Ok($name::$variant),)+
-                    other => Err(Invalid::new(
+                    other => Err($crate::Invalid::new(
                         stringify!($name),
                         format!("unknown value {other:?}, expected one of {}",
                             [$($text),+].join(", ")),
@@ -44,6 +46,7 @@ macro_rules! text_enum {
         }
     };
 }
+pub(crate) use text_enum;
 
 text_enum!(
     /// How strictly a tenant is separated from the other tenants of its project.
