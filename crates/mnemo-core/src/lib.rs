@@ -8,6 +8,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod federated;
 pub mod scope;
 pub mod text;
 pub mod types;

@@ -1,0 +1,7 @@
+//! Federated learning across tenants (placeholder map, completed below).
+
+pub mod accounting;
+pub mod aggregate;
+pub mod lifecycle;
+pub mod privacy;
+pub mod reputation;
