@@ -3,6 +3,9 @@
 //!
 //! - [`types`]: validated identifiers and values (`TenantKey`, `MemoryId`, `RelevanceScore`,
 //!   `Embedding`, `Tags`, …) and the seed's enums (`IsolationLevel`, `PrivacyLevel`, …).
+//! - [`federated`]: federated learning across tenants, pure parts: the session state machine,
+//!   robust aggregation with derived sensitivities, the OpenDP noise mechanisms, zCDP budget
+//!   accounting, lesson/label bounding, redaction and reputation.
 //! - [`scope`]: API key scopes and the permissions they grant.
 //! - [`text`]: which text of a memory's JSON content is embedded and searched.
 

@@ -197,7 +197,10 @@ impl Split {
     pub fn parse(centroid: f64, counts: f64, lessons: f64) -> Result<Self, Invalid> {
         let parts = [centroid, counts, lessons];
         if parts.iter().any(|p| !(p.is_finite() && *p >= 0.0)) {
-            return Err(Invalid::new("split", "fractions must be non-negative numbers"));
+            return Err(Invalid::new(
+                "split",
+                "fractions must be non-negative numbers",
+            ));
         }
         if (parts.iter().sum::<f64>() - 1.0).abs() > 1e-9 {
             return Err(Invalid::new("split", "fractions must sum to 1"));

@@ -224,7 +224,9 @@ pub enum AggregateError {
 fn check_params(rule: &Rule, bounds: &Bounds) -> Result<(), AggregateError> {
     let positive = |v: f64| v.is_finite() && v > 0.0;
     if !positive(bounds.clip) || !positive(bounds.coordinate) {
-        return Err(AggregateError::Parameter("clip and coordinate bounds must be positive"));
+        return Err(AggregateError::Parameter(
+            "clip and coordinate bounds must be positive",
+        ));
     }
     let weights_ok = |w: &WeightBounds| positive(w.min) && positive(w.max) && w.min <= w.max;
     let beta_ok = |b: f64| (0.0..0.5).contains(&b);
@@ -461,7 +463,10 @@ mod tests {
             let raw_mean: Vec<f64> = (0..d)
                 .map(|k| all.iter().map(|v| v[k]).sum::<f64>() / 5.0)
                 .collect();
-            assert!(dist(&raw_mean, &honest_mean) > 1e8, "plain mean moved by ~1e9/5");
+            assert!(
+                dist(&raw_mean, &honest_mean) > 1e8,
+                "plain mean moved by ~1e9/5"
+            );
 
             let agg = aggregate(&parts(&all), &consensus(1), &Bounds::default()).unwrap();
             let moved = dist(&agg.value, &honest_mean);
@@ -505,7 +510,14 @@ mod tests {
 
     /// Random neighbours: replace one tenant's contribution (vector, size, reputation) and check
     /// the rule moved by at most its stated sensitivity.
-    fn neighbours_within_sensitivity(rule: Rule, seed_vs: Vec<Vec<f64>>, other: Vec<f64>, j: usize, size: u64, rep: f64) {
+    fn neighbours_within_sensitivity(
+        rule: Rule,
+        seed_vs: Vec<Vec<f64>>,
+        other: Vec<f64>,
+        j: usize,
+        size: u64,
+        rep: f64,
+    ) {
         let b = Bounds {
             clip: 1.0,
             coordinate: 0.3,

@@ -120,7 +120,12 @@ pub const LEGAL_STATUS_CHANGES: &[(SessionStatus, SessionStatus)] = &[
 pub fn transition(from: SessionStatus, event: SessionEvent) -> Result<Next, IllegalTransition> {
     use SessionEvent as E;
     use SessionStatus as S;
-    let ok = |status| Ok(Next { status, reason: None });
+    let ok = |status| {
+        Ok(Next {
+            status,
+            reason: None,
+        })
+    };
     let fail = |reason| {
         Ok(Next {
             status: S::Failed,
@@ -180,9 +185,21 @@ mod tests {
             (S::Active, E::Cancel, S::Failed),
             (S::Active, E::Expire, S::Failed),
             (S::Aggregating, E::Complete, S::Completed),
-            (S::Aggregating, E::Fail(FailureReason::TooFewParticipants), S::Failed),
-            (S::Aggregating, E::Fail(FailureReason::BudgetExhausted), S::Failed),
-            (S::Aggregating, E::Fail(FailureReason::AggregationRefused), S::Failed),
+            (
+                S::Aggregating,
+                E::Fail(FailureReason::TooFewParticipants),
+                S::Failed,
+            ),
+            (
+                S::Aggregating,
+                E::Fail(FailureReason::BudgetExhausted),
+                S::Failed,
+            ),
+            (
+                S::Aggregating,
+                E::Fail(FailureReason::AggregationRefused),
+                S::Failed,
+            ),
         ];
         let mut n_legal = 0;
         for (from, event) in all_pairs() {
@@ -253,6 +270,9 @@ mod tests {
     #[test]
     fn illegal_transition_message_names_state_and_event() {
         let e = transition(SessionStatus::Completed, SessionEvent::Cancel).unwrap_err();
-        assert_eq!(e.to_string(), "a session that is completed cannot be cancelled");
+        assert_eq!(
+            e.to_string(),
+            "a session that is completed cannot be cancelled"
+        );
     }
 }

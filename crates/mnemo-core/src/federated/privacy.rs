@@ -15,9 +15,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use opendp::core::{Measure, Measurement};
 use opendp::domains::{AtomDomain, MapDomain, VectorDomain};
 use opendp::measurements::{make_gaussian, make_gaussian_threshold, make_laplace_threshold};
-use opendp::core::{Measure, Measurement};
 use opendp::measures::{Approximate, MaxDivergence, ZeroConcentratedDivergence};
 use opendp::metrics::{AbsoluteDistance, L0PInfDistance, L2Distance};
 use serde::Serialize;
@@ -29,12 +29,18 @@ use utoipa::ToSchema;
 pub struct MechanismError(pub String);
 
 fn opendp_err(e: opendp::error::Error) -> MechanismError {
-    MechanismError(format!("{:?}: {}", e.variant, e.message.unwrap_or_default()))
+    MechanismError(format!(
+        "{:?}: {}",
+        e.variant,
+        e.message.unwrap_or_default()
+    ))
 }
 
 fn check_positive(what: &str, v: f64) -> Result<(), MechanismError> {
     if !(v.is_finite() && v > 0.0) {
-        return Err(MechanismError(format!("{what} must be a positive number, got {v}")));
+        return Err(MechanismError(format!(
+            "{what} must be a positive number, got {v}"
+        )));
     }
     Ok(())
 }
@@ -162,9 +168,20 @@ type CountsMeasurement<const P: usize, MO> =
 
 fn counts_space<const P: usize>() -> (CountsDomain, CountsMetric<P>) {
     (
-        MapDomain::new(AtomDomain::<String>::default(), AtomDomain::<i64>::default()),
+        MapDomain::new(
+            AtomDomain::<String>::default(),
+            AtomDomain::<i64>::default(),
+        ),
         L0PInfDistance(AbsoluteDistance::<f64>::default()),
     )
+}
+
+struct Calibrated<const P: usize, MO: Measure> {
+    measurement: CountsMeasurement<P, MO>,
+    scale: f64,
+    threshold: i64,
+    /// (ε or ρ, δ) certified by OpenDP's map.
+    certified: (f64, f64),
 }
 
 /// A threshold measurement whose certified loss is at most `budget` and whose δ is at most
@@ -177,7 +194,7 @@ fn calibrate_threshold<const P: usize, MO>(
     delta: f64,
     sensitivity: MapSensitivity,
     build: impl Fn(f64, i64) -> Result<CountsMeasurement<P, MO>, MechanismError>,
-) -> Result<(CountsMeasurement<P, MO>, f64, i64, (f64, f64)), MechanismError>
+) -> Result<Calibrated<P, MO>, MechanismError>
 where
     MO: Measure<Distance = (f64, f64)>,
 {
@@ -190,7 +207,12 @@ where
         let m = build(scale, threshold)?;
         let certified = m.map(&d_in).map_err(opendp_err)?;
         if certified.0 <= budget {
-            return Ok((m, scale, threshold, certified));
+            return Ok(Calibrated {
+                measurement: m,
+                scale,
+                threshold,
+                certified,
+            });
         }
         scale *= 1.0 + 1e-9;
     }
@@ -217,16 +239,18 @@ pub fn laplace_threshold(
         )
         .map_err(opendp_err)
     };
-    let (m, scale, threshold, (eps, del)) =
-        calibrate_threshold(sensitivity.lp / epsilon, epsilon, delta, sensitivity, build)?;
-    let released = m.invoke(&to_input(counts)?).map_err(opendp_err)?;
+    let c = calibrate_threshold(sensitivity.lp / epsilon, epsilon, delta, sensitivity, build)?;
+    let released = c
+        .measurement
+        .invoke(&to_input(counts)?)
+        .map_err(opendp_err)?;
     Ok(NoisyCounts {
         counts: released.into_iter().collect(),
-        scale,
-        threshold,
+        scale: c.scale,
+        threshold: c.threshold,
         mechanism: "discrete_laplace",
-        epsilon_or_rho: eps,
-        delta: del,
+        epsilon_or_rho: c.certified.0,
+        delta: c.certified.1,
     })
 }
 
@@ -249,16 +273,18 @@ pub fn gaussian_threshold(
         .map_err(opendp_err)
     };
     let sigma = sensitivity.lp / (2.0 * rho).sqrt();
-    let (m, sigma, threshold, (certified_rho, del)) =
-        calibrate_threshold(sigma, rho, delta, sensitivity, build)?;
-    let released = m.invoke(&to_input(counts)?).map_err(opendp_err)?;
+    let c = calibrate_threshold(sigma, rho, delta, sensitivity, build)?;
+    let released = c
+        .measurement
+        .invoke(&to_input(counts)?)
+        .map_err(opendp_err)?;
     Ok(NoisyCounts {
         counts: released.into_iter().collect(),
-        scale: sigma,
-        threshold,
+        scale: c.scale,
+        threshold: c.threshold,
         mechanism: "discrete_gaussian",
-        epsilon_or_rho: certified_rho,
-        delta: del,
+        epsilon_or_rho: c.certified.0,
+        delta: c.certified.1,
     })
 }
 
@@ -279,7 +305,11 @@ mod tests {
     }
 
     /// sup over the sample points of |F_n − F|, checking both sides of each jump.
-    fn ks_statistic(samples: &mut [f64], cdf: impl Fn(f64) -> f64, cdf_below: impl Fn(f64) -> f64) -> f64 {
+    fn ks_statistic(
+        samples: &mut [f64],
+        cdf: impl Fn(f64) -> f64,
+        cdf_below: impl Fn(f64) -> f64,
+    ) -> f64 {
         samples.sort_by(f64::total_cmp);
         let n = samples.len() as f64;
         let mut worst: f64 = 0.0;
@@ -303,16 +333,22 @@ mod tests {
     fn erf(x: f64) -> f64 {
         let z = x.abs();
         let t = 1.0 / (1.0 + 0.5 * z);
-        let r = t * (-z * z - 1.26551223
-            + t * (1.00002368
-                + t * (0.37409196
-                    + t * (0.09678418
-                        + t * (-0.18628806
-                            + t * (0.27886807
-                                + t * (-1.13520398
-                                    + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))))
-            .exp();
-        if x >= 0.0 { 1.0 - r } else { r - 1.0 }
+        let r = t
+            * (-z * z - 1.26551223
+                + t * (1.00002368
+                    + t * (0.37409196
+                        + t * (0.09678418
+                            + t * (-0.18628806
+                                + t * (0.27886807
+                                    + t * (-1.13520398
+                                        + t * (1.48851587
+                                            + t * (-0.82215223 + t * 0.17087277)))))))))
+                .exp();
+        if x >= 0.0 {
+            1.0 - r
+        } else {
+            r - 1.0
+        }
     }
 
     fn normal_cdf(x: f64, sigma: f64) -> f64 {
@@ -361,13 +397,20 @@ mod tests {
     }
 
     fn noise_of(released: &BTreeMap<String, i64>, value: u64) -> Vec<f64> {
-        released.values().map(|v| (*v - value as i64) as f64).collect()
+        released
+            .values()
+            .map(|v| (*v - value as i64) as f64)
+            .collect()
     }
 
     #[test]
     fn laplace_threshold_noise_is_discrete_laplace_of_the_stated_scale() {
         let (n, big) = (20_000, 1_000_000_000u64);
-        let sens = MapSensitivity { l0: 4, lp: 4.0, linf: 1.0 };
+        let sens = MapSensitivity {
+            l0: 4,
+            lp: 4.0,
+            linf: 1.0,
+        };
         let out = laplace_threshold(&counts(n, big), sens, 1.0, 1e-9).unwrap();
         assert_eq!(out.scale, 4.0);
         assert!(out.epsilon_or_rho <= 1.0 && out.delta <= 1e-9);
@@ -376,7 +419,11 @@ mod tests {
         // P(X = x) = (1−p)/(1+p)·p^|x| with p = e^{−1/b}; CDF in closed form.
         let p = (-1.0 / out.scale).exp();
         let cdf = move |x: f64| {
-            if x >= 0.0 { 1.0 - p.powf(x + 1.0) / (1.0 + p) } else { p.powf(-x) / (1.0 + p) }
+            if x >= 0.0 {
+                1.0 - p.powf(x + 1.0) / (1.0 + p)
+            } else {
+                p.powf(-x) / (1.0 + p)
+            }
         };
         let mut samples = noise_of(&out.counts, big);
         let d = ks_statistic(&mut samples, cdf, move |x| cdf(x - 1.0));
@@ -387,13 +434,19 @@ mod tests {
     #[test]
     fn gaussian_threshold_noise_is_discrete_gaussian_of_the_stated_sigma() {
         let (n, big) = (20_000, 1_000_000_000u64);
-        let sens = MapSensitivity { l0: 4, lp: 2.0, linf: 1.0 };
+        let sens = MapSensitivity {
+            l0: 4,
+            lp: 2.0,
+            linf: 1.0,
+        };
         let out = gaussian_threshold(&counts(n, big), sens, 0.5, 1e-9).unwrap();
         assert!((out.scale - 2.0).abs() < 1e-6);
         assert_eq!(out.counts.len(), n);
         // Discrete Gaussian: P(X = x) ∝ exp(−x²/(2σ²)) on the integers; CDF by summation.
         let sigma = out.scale;
-        let support: Vec<f64> = (-60..=60).map(|x| (-(x as f64).powi(2) / (2.0 * sigma * sigma)).exp()).collect();
+        let support: Vec<f64> = (-60..=60)
+            .map(|x| (-(x as f64).powi(2) / (2.0 * sigma * sigma)).exp())
+            .collect();
         let z: f64 = support.iter().sum();
         let cdf = move |x: f64| {
             let upto = (x.floor() as i64 + 60).clamp(-1, 120);
@@ -408,7 +461,11 @@ mod tests {
 
     #[test]
     fn a_key_below_the_threshold_is_never_released_and_one_far_above_always_is() {
-        let sens = MapSensitivity { l0: 2, lp: 2.0, linf: 1.0 };
+        let sens = MapSensitivity {
+            l0: 2,
+            lp: 2.0,
+            linf: 1.0,
+        };
         let mut c = BTreeMap::new();
         c.insert("rare".to_string(), 1u64);
         c.insert("common".to_string(), 100_000u64);
@@ -421,12 +478,21 @@ mod tests {
 
     #[test]
     fn the_threshold_is_the_smallest_that_reaches_delta() {
-        let sens = MapSensitivity { l0: 2, lp: 2.0, linf: 1.0 };
+        let sens = MapSensitivity {
+            l0: 2,
+            lp: 2.0,
+            linf: 1.0,
+        };
         let out = laplace_threshold(&BTreeMap::new(), sens, 1.0, 1e-6).unwrap();
         let d_in = (2u32, 2.0, 1.0);
         let below = make_laplace_threshold::<_, _, Approximate<MaxDivergence>>(
-            counts_space::<1>().0, counts_space::<1>().1, out.scale, out.threshold - 1, None,
-        ).unwrap();
+            counts_space::<1>().0,
+            counts_space::<1>().1,
+            out.scale,
+            out.threshold - 1,
+            None,
+        )
+        .unwrap();
         assert!(below.map(&d_in).unwrap().1 > 1e-6);
         assert!(out.delta <= 1e-6);
     }
@@ -436,7 +502,11 @@ mod tests {
         assert!(gaussian_vector(&[0.0], 0.0, 1.0).is_err());
         assert!(gaussian_vector(&[0.0], 1.0, f64::NAN).is_err());
         assert!(gaussian_vector(&[f64::INFINITY], 1.0, 1.0).is_err());
-        let sens = MapSensitivity { l0: 1, lp: 1.0, linf: 1.0 };
+        let sens = MapSensitivity {
+            l0: 1,
+            lp: 1.0,
+            linf: 1.0,
+        };
         assert!(laplace_threshold(&BTreeMap::new(), sens, -1.0, 1e-9).is_err());
         assert!(gaussian_threshold(&BTreeMap::new(), sens, 1.0, 0.0).is_err());
     }

@@ -86,7 +86,11 @@ pub fn calculate_tenant_reputation(history: &[SessionRecord], p: &ReputationPara
             SessionRecord::Completed { agreement } => {
                 completed = completed.saturating_add(1);
                 if let Some(a) = agreement {
-                    let a = if a.is_finite() { a.clamp(0.0, 1.0) } else { 0.0 };
+                    let a = if a.is_finite() {
+                        a.clamp(0.0, 1.0)
+                    } else {
+                        0.0
+                    };
                     ema = (1.0 - alpha) * ema + alpha * a;
                 }
             }
