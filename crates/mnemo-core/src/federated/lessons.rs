@@ -180,6 +180,20 @@ impl LabelBounds {
     }
 }
 
+impl LabelBounds {
+    /// The same change measured in L2, for the Gaussian alternative: `2K` keys changing by at
+    /// most `m` each give `l2 ≤ m·√(2K)`.
+    pub fn sensitivity_l2(&self) -> MapSensitivity {
+        let k = self.keys_per_tenant.max(1);
+        let m = self.count_per_key.max(1) as f64;
+        MapSensitivity {
+            l0: (2 * k) as u32,
+            lp: m * (2.0 * k as f64).sqrt(),
+            linf: m,
+        }
+    }
+}
+
 /// Sums per-tenant maps into one.
 pub fn sum_counts<'a>(
     per_tenant: impl IntoIterator<Item = &'a BTreeMap<String, u64>>,
