@@ -129,6 +129,16 @@ impl Budget {
     /// The ledger after `charge`, or why it would not fit. Pure: the caller stores the result in
     /// the same transaction as the release it pays for.
     pub fn charge(&self, ledger: &Ledger, charge: &Charge) -> Result<Ledger, BudgetExceeded> {
+        let valid = |v: f64| v.is_finite() && v >= 0.0;
+        if !(valid(charge.rho) && valid(charge.delta)) {
+            // A charge can never refund budget, and a non-number never fits.
+            return Err(BudgetExceeded {
+                budget_epsilon: self.epsilon,
+                budget_delta: self.delta,
+                spent_epsilon: self.spent_epsilon(ledger),
+                epsilon_after: f64::INFINITY,
+            });
+        }
         let after = Ledger {
             rho: ledger.rho + charge.rho,
             delta: ledger.delta + charge.delta,
@@ -367,6 +377,31 @@ mod tests {
         assert!((90..=110).contains(&sessions), "{sessions}");
         assert!(budget.spent_epsilon(&ledger) <= budget.epsilon);
         assert!(budget.remaining_rho(&ledger) < plan.rho);
+    }
+
+    #[test]
+    fn negative_or_nan_charges_are_refused() {
+        let budget = Budget::default();
+        let ledger = Ledger {
+            rho: 0.5,
+            delta: 0.0,
+        };
+        for bad in [-0.1, f64::NAN, f64::INFINITY] {
+            assert!(!budget.can_charge(
+                &ledger,
+                &Charge {
+                    rho: bad,
+                    delta: 0.0
+                }
+            ));
+            assert!(!budget.can_charge(
+                &ledger,
+                &Charge {
+                    rho: 0.0,
+                    delta: bad
+                }
+            ));
+        }
     }
 
     #[test]

@@ -120,7 +120,9 @@ impl Trim {
 
     fn per_side(self, n: usize) -> usize {
         match self {
-            Trim::Fraction(beta) => (beta * n as f64).floor() as usize,
+            // The 1e-9 keeps β·n that is an integer in exact arithmetic (0.29·100) from
+            // rounding down to the integer below.
+            Trim::Fraction(beta) => (beta * n as f64 + 1e-9).floor() as usize,
             Trim::Median => n.saturating_sub(1) / 2,
         }
     }

@@ -35,7 +35,8 @@ pub enum SessionRecord {
     /// The tenant stayed to the release; `agreement` is `None` when it contributed nothing
     /// comparable (e.g. no memory matched the topic).
     Completed { agreement: Option<f64> },
-    /// The tenant left a session after joining it, or was excluded for lack of budget.
+    /// The tenant left a session it had joined before the session completed. (Being excluded
+    /// for lack of budget is not abandoning: it is recorded as neither.)
     Abandoned,
 }
 
