@@ -3,8 +3,9 @@
 //! Every release of a session is δ-approximate ρ-zCDP for each participating tenant (Bun &
 //! Steinke 2016, "Concentrated Differential Privacy", Def. 8.1): the Gaussian mechanisms are ρ-zCDP
 //! exactly, a pure ε-DP mechanism is ε²/2-zCDP (their Prop. 1.4), and an (ε, δ)-DP threshold
-//! mechanism is δ-approximately ε²/2-zCDP (the same proposition applied after the (ε, δ)
-//! decomposition of Kairouz–Oh–Viswanath / Murtagh–Vadhan Lemma 3.2). Approximate zCDP composes by
+//! mechanism is δ-approximately ε²/2-zCDP (the same proposition applied to the pure part of the
+//! (ε, δ) decomposition `M(x) = (1−δ)·A(x) + δ·E(x)` with A ε-DP, Kairouz–Oh–Viswanath 2015;
+//! OpenDP has no combinator for this cast, so it is written here). Approximate zCDP composes by
 //! adding both ρ and δ, so a tenant's ledger is two sums: [`Ledger::rho`] and [`Ledger::delta`].
 //!
 //! Budgets are stated as (ε, δ): a ledger fits the budget when the sums convert to at most ε at
