@@ -3,6 +3,9 @@
 //!
 //! - [`types`]: validated identifiers and values (`TenantKey`, `MemoryId`, `RelevanceScore`,
 //!   `Embedding`, `Tags`, …) and the seed's enums (`IsolationLevel`, `PrivacyLevel`, …).
+//! - [`federated`]: federated learning across tenants, pure parts: the session state machine,
+//!   robust aggregation with derived sensitivities, the OpenDP noise mechanisms, zCDP budget
+//!   accounting, lesson/label bounding, redaction and reputation.
 //! - [`scope`]: API key scopes and the permissions they grant.
 //! - [`text`]: which text of a memory's JSON content is embedded and searched.
 //! - [`context`]: context offloading's algorithms: byte-exact capture of `messages`/`text`, token
@@ -12,6 +15,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod context;
+pub mod federated;
 pub mod scope;
 pub mod text;
 pub mod types;
