@@ -18,6 +18,21 @@ pg_user=${MNEMO_PG_OS_USER:-mnemo-pg}
 mkdir -p "$cache"
 log() { printf 'mnemo-env: %s\n' "$*" >&2; }
 
+# --- build dependencies from Debian ------------------------------------------------------------
+# OpenDP links the system OpenSSL (.cargo/config.toml sets OPENSSL_NO_VENDOR).
+need=()
+for pkg in libssl-dev pkg-config; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    log "installing ${need[*]} from Debian"
+    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"; } >&2
+  else
+    log "missing Debian packages: ${need[*]} (install them: sudo apt-get install ${need[*]})"; exit 1
+  fi
+fi
+
 fetch_wheel() { # name version -> path of the wheel
   local name=$1 version=$2 wheel
   wheel=$(ls "$cache"/"${name//-/_}"-"$version"-*.whl 2>/dev/null | head -n1 || true)
