@@ -278,3 +278,19 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_database_answers_503_database_unavailable_with_retry_after() {
+        let r = ApiError::from(StoreError::Unavailable("pool timed out".into())).into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let retry_after = r.headers().get(axum::http::header::RETRY_AFTER);
+        assert_eq!(
+            retry_after.and_then(|v| v.to_str().ok()),
+            Some(DATABASE_RETRY_AFTER_SECS.to_string().as_str())
+        );
+    }
+}

@@ -20,24 +20,36 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 
-/// `per_second` requests a second on average, up to `burst` at once.
+/// One request per `period` on average, up to `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {
-    per_second: NonZeroU32,
+    period: Duration,
     burst: NonZeroU32,
 }
 
 impl Rate {
-    /// `None` when `per_second` is 0: that limit is off. A burst of 0 means a burst of one.
+    /// `per_second` requests a second; `None` when it is 0: that limit is off. A burst of 0
+    /// means a burst of one.
     pub fn new(per_second: u32, burst: u32) -> Option<Rate> {
-        Some(Rate {
-            per_second: NonZeroU32::new(per_second)?,
+        let per_second = NonZeroU32::new(per_second)?;
+        Some(Self::every(
+            Duration::from_secs(1) / per_second.get(),
+            burst,
+        ))
+    }
+
+    /// One request per `period` (at least a nanosecond), up to `burst` at once.
+    pub fn every(period: Duration, burst: u32) -> Rate {
+        Rate {
+            period: period.max(Duration::from_nanos(1)),
             burst: NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN),
-        })
+        }
     }
 
     fn quota(self) -> Quota {
-        Quota::per_second(self.per_second).allow_burst(self.burst)
+        Quota::with_period(self.period)
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+            .allow_burst(self.burst)
     }
 }
 

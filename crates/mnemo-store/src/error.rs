@@ -78,3 +78,25 @@ impl From<sqlx::Error> for StoreError {
         StoreError::Database(e)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_or_lost_connection_is_unavailable_not_a_database_error() {
+        let lost = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection lost");
+        for e in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::Io(lost),
+        ] {
+            assert!(
+                matches!(StoreError::from(e), StoreError::Unavailable(_)),
+                "not Unavailable"
+            );
+        }
+        assert!(unavailable_sqlstate("08006") && unavailable_sqlstate("57P01"));
+        assert!(!unavailable_sqlstate("57014") && !unavailable_sqlstate("23505"));
+    }
+}

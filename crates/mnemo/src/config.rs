@@ -159,3 +159,24 @@ impl ServeArgs {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mnemo_serve_limits_rates_by_default() {
+        let cli = Cli::try_parse_from(["mnemo", "--database-url", "postgres://x/y", "serve"])
+            .expect("parse");
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve");
+        };
+        use mnemo_server::Rate;
+        let limits = args.rate_limits();
+        assert_eq!(limits.per_key, Rate::new(100, 200));
+        assert_eq!(limits.per_tenant, Rate::new(300, 600));
+        assert_eq!(limits.admin, Rate::new(100, 200));
+        assert_eq!(limits.failed_auth, Rate::new(10, 20));
+        assert_eq!(args.db_acquire_timeout_ms, 3000);
+    }
+}

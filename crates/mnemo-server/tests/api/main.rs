@@ -16,6 +16,7 @@
 //! - [`limits`]: bounds on what one request may cost (filter size, statement timeout, metadata
 //!   size, graph edges, pages of policies).
 //! - [`embedding`]: authorization before embedding; provider errors kept from tenants.
+//! - [`rate_limits`]: per key, per tenant, admin key, failed authentication per address.
 
 mod admin;
 mod audit_quota_policy;
@@ -27,4 +28,5 @@ mod harness;
 mod isolation;
 mod limits;
 mod memories;
+mod rate_limits;
 mod serving;
