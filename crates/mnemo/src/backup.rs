@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{Connection, PgConnection};
+use sqlx::{ConnectOptions, Connection, PgConnection};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use mnemo_store::Store;
@@ -274,7 +274,10 @@ fn connect_options(database_url: &str) -> anyhow::Result<PgConnectOptions> {
     let opts: PgConnectOptions = database_url
         .parse()
         .context("DATABASE_URL is not a valid PostgreSQL URL")?;
-    Ok(opts.application_name("mnemo-admin"))
+    // A restore's ANALYZE or refresh is slow by nature: no "slow statement" warnings.
+    Ok(opts
+        .application_name("mnemo-admin")
+        .disable_statement_logging())
 }
 
 /// `mnemo admin backup FILE`: a custom-format dump of the whole database (schema, data, the
@@ -524,9 +527,11 @@ pub async fn restore(database_url: &str, file: &Path, force: bool) -> anyhow::Re
         "the data is restored, but this version's migrations do not apply to it (a backup \
              taken by a newer Mnemo needs that version)",
     )?;
-    eprintln!("analyzing");
-    sqlx::query("ANALYZE").execute(store.pool()).await?;
     store.close().await;
+    eprintln!("analyzing");
+    let mut conn = PgConnection::connect_with(&opts).await?;
+    sqlx::query("ANALYZE").execute(&mut conn).await?;
+    conn.close().await?;
     println!(
         "restored {} into database {:?} in {:.1} s",
         file.display(),
