@@ -45,10 +45,27 @@ async fn drop_database(name: &str) {
         .expect("drop database");
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mnemo-backup-test-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).expect("scratch folder");
-    dir.join(name)
+/// A temporary folder holding one file, deleted with it.
+struct Scratch {
+    dir: PathBuf,
+    file: PathBuf,
+}
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("mnemo-backup-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("scratch folder");
+        Scratch {
+            file: dir.join(name),
+            dir,
+        }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// Runs `mnemo admin ARGS` with `DATABASE_URL` = `url`; returns (success, stdout + stderr).
@@ -447,8 +464,9 @@ async fn a_restored_database_has_every_row_key_and_index_and_answers_searches_al
     // Let the off-path `last_used_at` updates of the keys land.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let file = scratch("mnemo.dump");
-    backup(&source.url, &file).await;
+    let scratch = Scratch::new("mnemo.dump");
+    let file = &scratch.file;
+    backup(&source.url, file).await;
     let before = snapshot(&source.url).await;
     source.store.close().await;
     drop_database(&source.name).await;
@@ -464,7 +482,7 @@ async fn a_restored_database_has_every_row_key_and_index_and_answers_searches_al
     assert!(ok, "restore failed:\n{out}");
     eprintln!(
         "backup of {} bytes restored in {:.1} s",
-        std::fs::metadata(&file).map_or(0, |m| m.len()),
+        std::fs::metadata(file).map_or(0, |m| m.len()),
         started.elapsed().as_secs_f64()
     );
     let after = snapshot(&url_of(&restored)).await;
@@ -506,8 +524,9 @@ async fn a_restored_database_has_every_row_key_and_index_and_answers_searches_al
 #[tokio::test]
 async fn restore_refuses_a_database_that_is_not_empty_without_force() {
     let db = TestDb::new().await;
-    let file = scratch("schema.dump");
-    backup(&db.url, &file).await;
+    let scratch = Scratch::new("schema.dump");
+    let file = &scratch.file;
+    backup(&db.url, file).await;
     db.store.init_admin_key(ADMIN).await.expect("marker");
 
     let (ok, out) = mnemo_admin(&db.url, &["restore", &file.display().to_string()]).await;
@@ -527,8 +546,9 @@ async fn restore_refuses_a_database_that_is_not_empty_without_force() {
 #[tokio::test]
 async fn restore_with_force_replaces_a_database_that_is_not_empty() {
     let db = TestDb::new().await;
-    let file = scratch("schema.dump");
-    backup(&db.url, &file).await;
+    let scratch = Scratch::new("schema.dump");
+    let file = &scratch.file;
+    backup(&db.url, file).await;
     db.store
         .init_admin_key(ADMIN)
         .await
@@ -554,8 +574,9 @@ async fn restore_with_force_replaces_a_database_that_is_not_empty() {
 #[tokio::test]
 async fn restore_of_something_that_is_not_a_backup_changes_nothing() {
     let db = TestDb::new().await;
-    let file = scratch("not-a-backup.dump");
-    std::fs::write(&file, b"hello").expect("write");
+    let scratch = Scratch::new("not-a-backup.dump");
+    let file = &scratch.file;
+    std::fs::write(file, b"hello").expect("write");
     let (ok, out) = mnemo_admin(
         &db.url,
         &["restore", "--force", &file.display().to_string()],
@@ -580,8 +601,9 @@ async fn a_restore_by_another_role_makes_it_the_owner_with_its_own_maintenance_p
     let server = Server::start(source.store.clone(), test_limits()).await;
     let probe = fill(&server).await;
     drop(server);
-    let file = scratch("mnemo.dump");
-    backup(&source.url, &file).await;
+    let scratch = Scratch::new("mnemo.dump");
+    let file = &scratch.file;
+    backup(&source.url, file).await;
 
     let role = format!("mnemo_t_owner_{}", uuid::Uuid::new_v4().simple());
     let database = format!("{}_as_role", source.name);
