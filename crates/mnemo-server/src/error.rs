@@ -81,13 +81,17 @@ impl ApiError {
     pub fn rate_limited(what: &'static str, wait: std::time::Duration) -> Self {
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         let secs = u16::try_from(secs).unwrap_or(u16::MAX);
+        let message = match what {
+            "api_key" => "too many requests with this API key",
+            "tenant" => "too many requests for this tenant",
+            "admin_key" => "too many requests with the admin key",
+            "failed_auth" => "too many failed authentication attempts from this address",
+            _ => "too many requests",
+        };
         Self::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
-            format!(
-                "too many requests for this {}; retry after the Retry-After delay",
-                what.replace('_', " ")
-            ),
+            format!("{message}; retry after the Retry-After delay"),
         )
         .with_details(serde_json::json!({ "limit": what }))
         .with_retry_after(secs)
