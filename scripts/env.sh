@@ -112,7 +112,33 @@ fsync = on
 CONF
 fi
 
-if ! "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+# A postmaster killed a moment ago (kill -9, OOM killer) lingers: as a zombie not yet reaped, and
+# through backends still attached to its shared memory. `pg_ctl status` then reports it running
+# and PostgreSQL refuses to start until they are gone. So: a live postmaster is one whose process
+# has this data directory as its working directory; wait for it to accept connections (crash
+# recovery takes a while). Without one, wait until no process is left in the data directory
+# (the postmaster and every backend chdir there), then start.
+data_real=$(cd "$data" && pwd -P)
+postmaster_pid() { head -n1 "$data/postmaster.pid" 2>/dev/null || true; }
+in_data() { [ "$(readlink "/proc/$1/cwd" 2>/dev/null)" = "$data_real" ]; }
+postmaster_alive() { local pid; pid=$(postmaster_pid); [ -n "$pid" ] && in_data "$pid"; }
+zombie() { grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
+leftovers() { # pids of processes still in the data directory, and of the unreaped postmaster
+  local p pid; pid=$(postmaster_pid)
+  [ -n "$pid" ] && zombie "$pid" && echo "$pid"
+  for p in /proc/[0-9]*; do in_data "${p#/proc/}" && echo "${p#/proc/}"; done
+  return 0
+}
+accepting() { "$pg_bin/pg_isready" -q -h 127.0.0.1 -p "$pg_port" -t 1; }
+
+if postmaster_alive; then
+  for _ in $(seq 1 600); do accepting && break; postmaster_alive || break; sleep 0.1; done
+fi
+if ! postmaster_alive; then
+  if [ -n "$(leftovers)" ]; then
+    log "waiting for the processes of a stopped PostgreSQL to exit: $(leftovers | tr '\n' ' ')"
+    for _ in $(seq 1 300); do [ -z "$(leftovers)" ] && break; sleep 0.1; done
+  fi
   log "starting PostgreSQL on 127.0.0.1:$pg_port"
   # setsid: a Ctrl-C at the terminal reaches the service, which stops PostgreSQL itself afterwards.
   setsid -w "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$data" -l "$run/postgres.log" -w -t 60 \

@@ -1,10 +1,14 @@
 //! Authentication: `Authorization: Bearer <key>` (or `X-API-Key: <key>`). A tenant key yields a
 //! [`TenantCtx`]: the tenant comes from the key, never from the URL or body. The admin key yields
-//! [`AdminCtx`].
+//! [`AdminCtx`]. The extractors also apply the rate limits ([`crate::rate_limit`]): an address
+//! over its failed-authentication limit is refused before its key is looked up; an authenticated
+//! request is counted against its key and tenant, or against the admin key.
 
-use axum::extract::FromRequestParts;
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use sha2::{Digest, Sha256};
 
 use mnemo_core::{scope::scopes_allow, Permission, Resource};
@@ -83,11 +87,49 @@ impl TenantCtx {
     }
 }
 
+/// The peer address of the connection (absent when the app is served without
+/// `ConnectInfo`, e.g. in-process).
+fn client_addr(parts: &Parts) -> Option<IpAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip())
+}
+
+/// A 401 for a key that was presented (not a missing one) counts as a failed attempt of the
+/// client's address; over its limit, the answer becomes 429.
+fn count_failure(state: &AppState, parts: &Parts, addr: Option<IpAddr>, err: ApiError) -> ApiError {
+    match addr {
+        Some(addr)
+            if err.status == StatusCode::UNAUTHORIZED
+                && presented_key(&parts.headers).is_some() =>
+        {
+            match state.rate_limiter.record_failed_auth(addr) {
+                Ok(()) => err,
+                Err(limited) => limited.into(),
+            }
+        }
+        _ => err,
+    }
+}
+
 impl FromRequestParts<AppState> for TenantCtx {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        TenantCtx::from_headers(state, &parts.headers).await
+        let addr = client_addr(parts);
+        if let Some(addr) = addr {
+            state.rate_limiter.check_address(addr)?;
+        }
+        match TenantCtx::from_headers(state, &parts.headers).await {
+            Ok(ctx) => {
+                state
+                    .rate_limiter
+                    .check_tenant_request(ctx.key.scope.key_id(), ctx.key.scope.tenant_id())?;
+                Ok(ctx)
+            }
+            Err(err) => Err(count_failure(state, parts, addr, err)),
+        }
     }
 }
 
@@ -98,6 +140,22 @@ impl FromRequestParts<AppState> for AdminCtx {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let addr = client_addr(parts);
+        if let Some(addr) = addr {
+            state.rate_limiter.check_address(addr)?;
+        }
+        match AdminCtx::authenticate(parts, state).await {
+            Ok(ctx) => {
+                state.rate_limiter.check_admin_request()?;
+                Ok(ctx)
+            }
+            Err(err) => Err(count_failure(state, parts, addr, err)),
+        }
+    }
+}
+
+impl AdminCtx {
+    async fn authenticate(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
         let Some(secret) = presented_key(&parts.headers) else {
             return Err(ApiError::unauthorized(
                 "missing admin key: send `Authorization: Bearer <key>`",

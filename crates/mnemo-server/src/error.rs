@@ -19,7 +19,14 @@ pub struct ApiError {
     pub details: Option<Value>,
     /// The operation runner already wrote this refusal's audit row.
     pub audited: bool,
+    /// Seconds after which a retry may succeed, sent as `Retry-After` (429 and 503 answers).
+    /// (`u16` keeps `ApiError` small enough to return by value everywhere.)
+    pub retry_after: Option<u16>,
 }
+
+/// `Retry-After` of a `database_unavailable` answer: PostgreSQL restarting takes seconds, and
+/// each retry while it is away costs the client up to the pool's acquire timeout.
+pub const DATABASE_RETRY_AFTER_SECS: u16 = 2;
 
 /// Response extension marking a refusal that is already in the audit trail.
 #[derive(Debug, Clone, Copy)]
@@ -49,7 +56,50 @@ impl ApiError {
             message: message.into(),
             details: None,
             audited: false,
+            retry_after: None,
         }
+    }
+
+    pub fn with_retry_after(mut self, secs: u16) -> Self {
+        self.retry_after = Some(secs.max(1));
+        self
+    }
+
+    /// 503 `database_unavailable`: PostgreSQL cannot be reached right now.
+    pub fn database_unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "the database is unavailable or every connection is busy; retry after the \
+             Retry-After delay",
+        )
+        .with_retry_after(DATABASE_RETRY_AFTER_SECS)
+    }
+
+    /// 429 `rate_limited`: `what` names the limit (`api_key`, `tenant`, `admin_key`,
+    /// `failed_auth`), `wait` how long until a request would be let through.
+    pub fn rate_limited(what: &'static str, wait: std::time::Duration) -> Self {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let secs = u16::try_from(secs).unwrap_or(u16::MAX);
+        let message = match what {
+            "api_key" => "too many requests with this API key",
+            "tenant" => "too many requests for this tenant",
+            "admin_key" => "too many requests with the admin key",
+            "failed_auth" => "too many failed authentication attempts from this address",
+            _ => "too many requests",
+        };
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("{message}; retry after the Retry-After delay"),
+        )
+        .with_details(serde_json::json!({ "limit": what }))
+        .with_retry_after(secs)
+    }
+
+    /// Whether this is the database being unreachable (nothing about the request was decided).
+    pub fn is_database_unavailable(&self) -> bool {
+        self.code == "database_unavailable"
     }
 
     pub fn audited(mut self) -> Self {
@@ -184,18 +234,15 @@ impl From<StoreError> for ApiError {
                      narrow it (filters, k, depth, page size) or retry later",
                 )
             }
+            StoreError::Unavailable(e) => {
+                tracing::warn!(error = %e, "database unavailable");
+                ApiError::database_unavailable()
+            }
             StoreError::Migrate(e) => {
                 tracing::error!(error = %e, "migration error");
                 ApiError::internal("database migration error")
             }
             StoreError::Database(e) => {
-                if matches!(e, sqlx::Error::PoolTimedOut) {
-                    return ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "database_busy",
-                        "the database is busy; retry",
-                    );
-                }
                 tracing::error!(error = %e, "database error");
                 ApiError::internal("internal database error")
             }
@@ -227,6 +274,11 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
         if self.audited {
             response.extensions_mut().insert(AuditedRefusal);
         }
@@ -235,3 +287,19 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_database_answers_503_database_unavailable_with_retry_after() {
+        let r = ApiError::from(StoreError::Unavailable("pool timed out".into())).into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let retry_after = r.headers().get(axum::http::header::RETRY_AFTER);
+        assert_eq!(
+            retry_after.and_then(|v| v.to_str().ok()),
+            Some(DATABASE_RETRY_AFTER_SECS.to_string().as_str())
+        );
+    }
+}

@@ -3,7 +3,8 @@
 //! - [`app`]: the axum application (routes, limits, request ids, tracing, OpenAPI) and [`serve`].
 //! - [`routes`]: one module per feature (`memories`, `graph`, `tenant_misc`, `admin`, `health`),
 //!   each with its request/response types and a `router()`.
-//! - [`auth`]: API key extractors; the tenant always comes from the key.
+//! - [`auth`]: API key extractors; the tenant always comes from the key; they apply the
+//!   [`rate_limit`]s (per key, per tenant, admin key, failed authentication per address).
 //! - [`ops`]: the tenant operation runner (scopes, policies, tenant transaction, audit).
 //! - [`error`], [`extract`]: the one JSON error shape and extractors that produce it.
 //! - [`jobs`]: background upkeep (partitions, expiry, analytics, per-tenant vector indexes).
@@ -14,6 +15,7 @@ pub mod error;
 pub mod extract;
 pub mod jobs;
 pub mod ops;
+pub mod rate_limit;
 pub mod routes;
 pub mod state;
 
@@ -33,6 +35,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
 pub use error::{ApiError, ApiResult};
+pub use rate_limit::{Rate, RateLimits};
 pub use state::{AdminKey, AppState, Limits};
 
 #[derive(OpenApi)]
@@ -153,7 +156,8 @@ pub async fn check_request_id(
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then lets in-flight requests finish
-/// (at most `grace`).
+/// (at most `grace`). Each request carries its peer address (`ConnectInfo<SocketAddr>`), which
+/// the failed-authentication limit counts by.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
@@ -161,6 +165,7 @@ pub async fn serve(
     grace: Duration,
 ) -> std::io::Result<()> {
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = stopped_tx.send(());

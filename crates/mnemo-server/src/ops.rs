@@ -189,6 +189,11 @@ fn entry<'a>(
 }
 
 async fn audit_refusal(state: &AppState, ctx: &TenantCtx, op: &Op, err: &ApiError) {
+    // Nothing was decided about the request, and writing the row would only wait out another
+    // acquire timeout while the database is away.
+    if err.is_database_unavailable() {
+        return;
+    }
     let write = async {
         let mut tx = begin(state, ctx).await?;
         let details = json!({ "code": err.code });
@@ -203,7 +208,8 @@ async fn audit_refusal(state: &AppState, ctx: &TenantCtx, op: &Op, err: &ApiErro
 /// Middleware: a tenant request refused before its operation ran (malformed JSON, invalid values,
 /// a body over the limit, an unknown route) still leaves an audit row, attributed to the key's
 /// tenant. Refusals the runner audited itself carry [`AuditedRefusal`] and are skipped; requests
-/// without a valid tenant key (401) cannot be attributed.
+/// without a valid tenant key (401) cannot be attributed; rate-limited requests (429) are not
+/// written, since an audit row each would cost the database the very work the limit sheds.
 pub async fn audit_rejections(
     axum::extract::State(state): axum::extract::State<AppState>,
     req: axum::extract::Request,
@@ -224,6 +230,7 @@ pub async fn audit_rejections(
     if !tenant_route
         || !status.is_client_error()
         || status == StatusCode::UNAUTHORIZED
+        || status == StatusCode::TOO_MANY_REQUESTS
         || response.extensions().get::<AuditedRefusal>().is_some()
     {
         return response;

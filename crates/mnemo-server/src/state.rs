@@ -6,6 +6,8 @@ use std::time::Duration;
 use mnemo_embed::Embedder;
 use mnemo_store::Store;
 
+use crate::rate_limit::{RateLimiter, RateLimits};
+
 /// Bounds on what one request may ask for. Exceeding one is a clear 4xx.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -37,6 +39,10 @@ pub struct Limits {
     pub vector_index_min_rows: i64,
     /// The maintenance job archives audit rows older than this many days (in whole months).
     pub audit_archive_days: i32,
+    /// Request rates per key, tenant, admin key and failed authentication. Off in
+    /// `Limits::default()` (a library default: tests and embedders are never throttled by
+    /// accident); `mnemo serve` turns them on by default.
+    pub rate: RateLimits,
 }
 
 impl Default for Limits {
@@ -60,6 +66,7 @@ impl Default for Limits {
             ef_search: 400,
             vector_index_min_rows: 10_000,
             audit_archive_days: 365,
+            rate: RateLimits::off(),
         }
     }
 }
@@ -71,6 +78,26 @@ pub struct AppState {
     pub embedder: Option<Arc<dyn Embedder>>,
     pub limits: Arc<Limits>,
     pub admin_key: AdminKey,
+    /// The buckets of `limits.rate`, shared by every request of this process.
+    pub rate_limiter: Arc<RateLimiter>,
+}
+
+impl AppState {
+    pub fn new(
+        store: Store,
+        embedder: Option<Arc<dyn Embedder>>,
+        limits: Limits,
+        admin_key: AdminKey,
+    ) -> Self {
+        let rate_limiter = Arc::new(RateLimiter::new(&limits.rate));
+        Self {
+            store,
+            embedder,
+            limits: Arc::new(limits),
+            admin_key,
+            rate_limiter,
+        }
+    }
 }
 
 /// Where admin requests are checked against.

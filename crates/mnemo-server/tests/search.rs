@@ -26,16 +26,17 @@ struct App {
 impl App {
     async fn start(embedder: Option<Arc<dyn mnemo_embed::Embedder>>) -> App {
         let db = TestDb::new().await;
-        let limits = Arc::new(Limits {
+        let limits = Limits {
             vector_index_min_rows: 1000,
             ..Limits::default()
-        });
-        let state = AppState {
-            store: db.store.clone(),
-            embedder,
-            limits: limits.clone(),
-            admin_key: AdminKey::configured(ADMIN),
         };
+        let state = AppState::new(
+            db.store.clone(),
+            embedder,
+            limits,
+            AdminKey::configured(ADMIN),
+        );
+        let limits = state.limits.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

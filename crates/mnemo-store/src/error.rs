@@ -25,14 +25,36 @@ pub enum StoreError {
     /// (SQLSTATE 57014, query_canceled).
     #[error("statement cancelled: {0}")]
     Cancelled(String),
+    /// PostgreSQL cannot be reached: no connection within the acquire timeout, a connection
+    /// lost mid-request, or a server shutting down, starting up or out of connection slots.
+    /// Retrying later may succeed; a write that got this error may or may not have committed.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
     Database(sqlx::Error),
 }
 
+/// SQLSTATEs of a server that is going away or not there yet: class 08 (connection exception),
+/// 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now, 53300
+/// too_many_connections.
+fn unavailable_sqlstate(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => return StoreError::Unavailable(e.to_string()),
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| unavailable_sqlstate(&c)) => {
+                return StoreError::Unavailable(e.to_string())
+            }
+            _ => {}
+        }
         if let sqlx::Error::Database(db) = &e {
             let constraint = db.constraint().unwrap_or_default().to_owned();
             match db.kind() {
@@ -65,5 +87,27 @@ impl From<sqlx::Error> for StoreError {
             }
         }
         StoreError::Database(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_or_lost_connection_is_unavailable_not_a_database_error() {
+        let lost = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection lost");
+        for e in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::Io(lost),
+        ] {
+            assert!(
+                matches!(StoreError::from(e), StoreError::Unavailable(_)),
+                "not Unavailable"
+            );
+        }
+        assert!(unavailable_sqlstate("08006") && unavailable_sqlstate("57P01"));
+        assert!(!unavailable_sqlstate("57014") && !unavailable_sqlstate("23505"));
     }
 }

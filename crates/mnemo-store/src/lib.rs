@@ -1,6 +1,6 @@
 //! Mnemo's PostgreSQL layer.
 //!
-//! - [`Store`]: the pool, migrations ([`MIGRATOR`], embedded from `migrations/`), health.
+//! - [`Store`]: the pool ([`PoolConfig`]), migrations ([`MIGRATOR`], embedded from `migrations/`), health.
 //! - [`tenancy`]: [`TenantScope`] (proof that a request belongs to a tenant) and [`TenantTx`], the
 //!   transaction that runs as the non-owner role `mnemo_app` with `app.tenant_id` set, so Row Level
 //!   Security applies to every statement in it.
@@ -50,14 +50,44 @@ pub struct Store {
     gin_direct: Arc<AtomicBool>,
 }
 
+/// How the pool reaches PostgreSQL.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolConfig {
+    pub max_connections: u32,
+    /// How long a request waits for a connection before it fails with
+    /// [`StoreError::Unavailable`]: while PostgreSQL is down, every request answers within this
+    /// bound instead of hanging.
+    pub acquire_timeout: Duration,
+}
+
+impl PoolConfig {
+    pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+    pub fn new(max_connections: u32) -> Self {
+        Self {
+            max_connections,
+            acquire_timeout: Self::DEFAULT_ACQUIRE_TIMEOUT,
+        }
+    }
+}
+
 impl Store {
     /// Connects with the owner's URL (the role that runs migrations). Tenant work switches to
     /// `mnemo_app` inside each [`TenantTx`].
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        Self::connect_with(url, PoolConfig::new(max_connections)).await
+    }
+
+    /// [`Store::connect`] with explicit pool settings. The first connection is made now (a
+    /// server that cannot reach its database at start fails to start); later, connections that
+    /// broke while PostgreSQL was away are found by the ping before each acquire
+    /// (`test_before_acquire`, on by default) and replaced, so the pool recovers by itself.
+    pub async fn connect_with(url: &str, config: PoolConfig) -> Result<Self> {
         let options: PgConnectOptions = url.parse()?;
         let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.acquire_timeout)
+            .test_before_acquire(true)
             .connect_with(options.application_name("mnemo"))
             .await?;
         let store = Self::from_pool(pool);

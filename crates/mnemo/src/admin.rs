@@ -1,4 +1,7 @@
-//! `mnemo admin …`: the admin API's operations straight against the database.
+//! `mnemo admin …`: the admin API's operations straight against the database, and backup and
+//! restore ([`crate::backup`]).
+
+use std::path::PathBuf;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -70,6 +73,17 @@ pub enum AdminCommand {
     ListKeys { tenant_id: String },
     /// Revoke a key; it stops working on the next request.
     RevokeKey { tenant_id: String, key_id: Uuid },
+    /// Back the database up into FILE (pg_dump, custom format; needs PostgreSQL's client
+    /// programs: MNEMO_PG_BIN or PATH).
+    Backup { file: PathBuf },
+    /// Restore a backup into the database of DATABASE_URL, which must be empty or not exist yet.
+    /// Stop the servers using it first.
+    Restore {
+        file: PathBuf,
+        /// Drop a non-empty database and restore in its place.
+        #[arg(long)]
+        force: bool,
+    },
     /// Replace the stored admin key with a new one and print it once; servers use it from their
     /// next admin request. Refused while MNEMO_ADMIN_KEY is set here or on the server.
     RotateAdminKey,
@@ -81,6 +95,15 @@ fn print<T: Serialize>(v: &T) -> anyhow::Result<()> {
 }
 
 pub async fn run(database_url: &str, cmd: AdminCommand) -> anyhow::Result<()> {
+    // Neither may migrate first: a backup records the database as it is, and a restore needs
+    // an empty one.
+    match cmd {
+        AdminCommand::Backup { file } => return crate::backup::backup(database_url, &file).await,
+        AdminCommand::Restore { file, force } => {
+            return crate::backup::restore(database_url, &file, force).await
+        }
+        _ => {}
+    }
     let store = Store::connect(database_url, 2)
         .await
         .context("connecting to PostgreSQL")?;
@@ -153,6 +176,7 @@ pub async fn run(database_url: &str, cmd: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::RevokeKey { tenant_id, key_id } => {
             print(&store.revoke_api_key(&tenant_id, key_id).await?)
         }
+        AdminCommand::Backup { .. } | AdminCommand::Restore { .. } => Ok(()),
         AdminCommand::RotateAdminKey => {
             if std::env::var_os("MNEMO_ADMIN_KEY").is_some_and(|v| !v.is_empty()) {
                 anyhow::bail!(

@@ -48,6 +48,10 @@ pub struct ServeArgs {
     /// Database connections in the pool.
     #[arg(long, env = "MNEMO_DB_POOL", default_value_t = 16)]
     pub db_pool: u32,
+    /// Milliseconds a request waits for a database connection; past it (PostgreSQL down, or
+    /// every connection busy) it answers 503 `database_unavailable` with `Retry-After`.
+    #[arg(long, env = "MNEMO_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 3000)]
+    pub db_acquire_timeout_ms: u64,
 
     /// Embedding provider: `local` (all-MiniLM-L6-v2 in-process), `http` (OpenAI-compatible) or
     /// `none` (only client-supplied vectors).
@@ -120,4 +124,65 @@ pub struct ServeArgs {
     #[arg(long, env = "MNEMO_AUDIT_ARCHIVE_DAYS", default_value_t = 365,
           value_parser = clap::value_parser!(i32).range(0..))]
     pub audit_archive_days: i32,
+    /// Requests per second one API key may make on average (0: no limit). Limits are counted
+    /// in this process's memory: each server process allows the full rate.
+    #[arg(long, env = "MNEMO_RATE_LIMIT_PER_KEY", default_value_t = 100)]
+    pub rate_limit_per_key: u32,
+    /// Requests one API key may make at once, above its steady rate.
+    #[arg(long, env = "MNEMO_RATE_LIMIT_BURST", default_value_t = 200)]
+    pub rate_limit_burst: u32,
+    /// Requests per second of all of a tenant's keys together (0: no limit).
+    #[arg(long, env = "MNEMO_RATE_LIMIT_PER_TENANT", default_value_t = 300)]
+    pub rate_limit_per_tenant: u32,
+    #[arg(long, env = "MNEMO_RATE_LIMIT_TENANT_BURST", default_value_t = 600)]
+    pub rate_limit_tenant_burst: u32,
+    /// Requests per second with the admin key (0: no limit).
+    #[arg(long, env = "MNEMO_RATE_LIMIT_ADMIN", default_value_t = 100)]
+    pub rate_limit_admin: u32,
+    #[arg(long, env = "MNEMO_RATE_LIMIT_ADMIN_BURST", default_value_t = 200)]
+    pub rate_limit_admin_burst: u32,
+    /// Requests per second, per client address, presenting a key that does not authenticate
+    /// (0: no limit). Over it, every request from the address gets 429 until the bucket
+    /// refills. Counted by the TCP peer: behind a reverse proxy all clients share its address,
+    /// so limit failed attempts at the proxy and set this to 0.
+    #[arg(long, env = "MNEMO_RATE_LIMIT_FAILED_AUTH", default_value_t = 10)]
+    pub rate_limit_failed_auth: u32,
+    #[arg(long, env = "MNEMO_RATE_LIMIT_FAILED_AUTH_BURST", default_value_t = 20)]
+    pub rate_limit_failed_auth_burst: u32,
+}
+
+impl ServeArgs {
+    pub fn rate_limits(&self) -> mnemo_server::RateLimits {
+        use mnemo_server::Rate;
+        mnemo_server::RateLimits {
+            per_key: Rate::new(self.rate_limit_per_key, self.rate_limit_burst),
+            per_tenant: Rate::new(self.rate_limit_per_tenant, self.rate_limit_tenant_burst),
+            admin: Rate::new(self.rate_limit_admin, self.rate_limit_admin_burst),
+            failed_auth: Rate::new(
+                self.rate_limit_failed_auth,
+                self.rate_limit_failed_auth_burst,
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mnemo_serve_limits_rates_by_default() {
+        let cli = Cli::try_parse_from(["mnemo", "--database-url", "postgres://x/y", "serve"])
+            .expect("parse");
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve");
+        };
+        use mnemo_server::Rate;
+        let limits = args.rate_limits();
+        assert_eq!(limits.per_key, Rate::new(100, 200));
+        assert_eq!(limits.per_tenant, Rate::new(300, 600));
+        assert_eq!(limits.admin, Rate::new(100, 200));
+        assert_eq!(limits.failed_auth, Rate::new(10, 20));
+        assert_eq!(args.db_acquire_timeout_ms, 3000);
+    }
 }

@@ -3,9 +3,11 @@
 //! - [`config`]: command line and environment (every flag has a `MNEMO_*` variable).
 //! - [`serve`]: wiring the store, embedder and HTTP app; background jobs; graceful shutdown.
 //! - [`admin`]: the admin operations of the HTTP API, for people without an HTTP client.
+//! - [`backup`]: `admin backup` / `admin restore` with pg_dump and pg_restore.
 //! - [`bench`]: the benchmark (ingest, search latency, recall vs. exact and vs. the naive design).
 
 mod admin;
+mod backup;
 mod bench;
 mod config;
 mod serve;

@@ -7,12 +7,16 @@ use tokio::sync::watch;
 use mnemo_embed::{Embedder, HttpEmbedder, HttpEmbedderConfig, MiniLm};
 use mnemo_server::{jobs, AdminKey, AppState, Limits};
 use mnemo_store::admin::generate_secret;
-use mnemo_store::Store;
+use mnemo_store::{PoolConfig, Store};
 
 use crate::config::ServeArgs;
 
 pub async fn run(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
-    let store = Store::connect(database_url, args.db_pool)
+    let pool = PoolConfig {
+        max_connections: args.db_pool,
+        acquire_timeout: Duration::from_millis(args.db_acquire_timeout_ms.max(1)),
+    };
+    let store = Store::connect_with(database_url, pool)
         .await
         .context("connecting to PostgreSQL")?;
     store.migrate().await.context("applying migrations")?;
@@ -31,14 +35,10 @@ pub async fn run(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
         ef_search: args.ef_search,
         vector_index_min_rows: args.vector_index_min_rows,
         audit_archive_days: args.audit_archive_days,
+        rate: args.rate_limits(),
         ..Limits::default()
     };
-    let state = AppState {
-        store: store.clone(),
-        embedder,
-        limits: Arc::new(limits),
-        admin_key,
-    };
+    let state = AppState::new(store.clone(), embedder, limits, admin_key);
 
     store.refresh_vector_index_cache().await?;
     let (stop_tx, stop_rx) = watch::channel(false);

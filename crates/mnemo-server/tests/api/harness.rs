@@ -112,12 +112,7 @@ impl TestApp {
         admin_key: AdminKey,
     ) -> TestApp {
         let db = TestDb::new().await;
-        let state = AppState {
-            store: db.store.clone(),
-            embedder,
-            limits: Arc::new(limits),
-            admin_key,
-        };
+        let state = AppState::new(db.store.clone(), embedder, limits, admin_key);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a random port");

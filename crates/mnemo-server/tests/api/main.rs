@@ -18,6 +18,7 @@
 //! - [`embedding`]: authorization before embedding; provider errors kept from tenants.
 //! - [`data_integrity`]: expired ids reused under every retention policy, overlapping batches,
 //!   maintenance that outlives its client, quotas kept by the usage counters.
+//! - [`rate_limits`]: per key, per tenant, admin key, failed authentication per address.
 
 mod admin;
 mod audit_quota_policy;
@@ -30,4 +31,5 @@ mod harness;
 mod isolation;
 mod limits;
 mod memories;
+mod rate_limits;
 mod serving;
