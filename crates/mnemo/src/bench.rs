@@ -50,6 +50,8 @@ pub struct BenchArgs {
     pub skip_embed: bool,
     #[arg(long, env = "MNEMO_MODEL_DIR")]
     pub model_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub local_engine: crate::config::LocalEngineArgs,
     /// Keep the benchmark's project and tenants afterwards.
     #[arg(long)]
     pub keep: bool,
@@ -493,7 +495,7 @@ pub async fn run(database_url: &str, args: BenchArgs) -> anyhow::Result<()> {
     let (embed1, embed32) = if args.skip_embed {
         (None, None)
     } else {
-        embed_throughput(args.model_dir.as_deref()).await?
+        embed_throughput(args.model_dir.as_deref(), &args.local_engine).await?
     };
 
     let report = Report {
@@ -641,6 +643,7 @@ async fn naive_queries(
 
 async fn embed_throughput(
     dir: Option<&std::path::Path>,
+    engine: &crate::config::LocalEngineArgs,
 ) -> anyhow::Result<(Option<f64>, Option<f64>)> {
     use mnemo_embed::Embedder;
     let Some(dir) = dir else {
@@ -648,7 +651,10 @@ async fn embed_throughput(
         return Ok((None, None));
     };
     let dir = dir.to_owned();
-    let model = tokio::task::spawn_blocking(move || mnemo_embed::MiniLm::load(&dir)).await??;
+    let backend = engine.backend()?;
+    eprintln!("bench: local embedding on {}", backend.name());
+    let model = tokio::task::spawn_blocking(move || mnemo_embed::MiniLm::load_with(&dir, &backend))
+        .await??;
     let words = [
         "memory", "agent", "user", "prefers", "dark", "mode", "meeting", "moved", "to", "tuesday",
         "the", "report", "was", "late", "because", "of", "rain",

@@ -1,7 +1,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use mnemo_embed::{Backend, OnnxConfig};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -61,6 +63,9 @@ pub struct ServeArgs {
     /// Folder with model.safetensors, tokenizer.json and config.json (installed by `make run`).
     #[arg(long, env = "MNEMO_MODEL_DIR")]
     pub model_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub local_engine: LocalEngineArgs,
 
     /// Base URL of the OpenAI-compatible provider, e.g. https://api.openai.com/v1.
     #[arg(long, env = "MNEMO_EMBED_URL")]
@@ -184,5 +189,73 @@ mod tests {
         assert_eq!(limits.admin, Rate::new(100, 200));
         assert_eq!(limits.failed_auth, Rate::new(10, 20));
         assert_eq!(args.db_acquire_timeout_ms, 3000);
+    }
+}
+
+/// Which engine runs the local model, and the files ONNX Runtime needs (`make run` provisions them).
+#[derive(Args, Debug, Clone)]
+pub struct LocalEngineArgs {
+    /// `auto`: ONNX Runtime when MNEMO_ONNX_MODEL and MNEMO_ONNX_RUNTIME name existing files,
+    /// otherwise candle. `onnx` or `candle` insist on one.
+    #[arg(long, env = "MNEMO_EMBED_BACKEND", value_enum, default_value_t = EngineChoice::Auto)]
+    pub embed_backend: EngineChoice,
+    /// The model exported to ONNX (`model.onnx`, with `export.json` beside it).
+    #[arg(long, env = "MNEMO_ONNX_MODEL")]
+    pub onnx_model: Option<PathBuf>,
+    /// The ONNX Runtime shared library (`libonnxruntime.so.1.*`).
+    #[arg(long, env = "MNEMO_ONNX_RUNTIME")]
+    pub onnx_runtime: Option<PathBuf>,
+    /// Threads of one ONNX Runtime forward pass (default: all cores). Candle uses
+    /// RAYON_NUM_THREADS.
+    #[arg(long, env = "MNEMO_EMBED_THREADS")]
+    pub embed_threads: Option<usize>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineChoice {
+    Auto,
+    Onnx,
+    Candle,
+}
+
+impl LocalEngineArgs {
+    /// The engine to load, or why the requested one cannot be.
+    pub fn backend(&self) -> anyhow::Result<Backend> {
+        if self.embed_threads == Some(0) {
+            bail!("MNEMO_EMBED_THREADS must be at least 1");
+        }
+        let onnx = match (&self.onnx_model, &self.onnx_runtime) {
+            (Some(model), Some(runtime)) => Some(OnnxConfig {
+                model: model.clone(),
+                runtime: runtime.clone(),
+                threads: match self.embed_threads {
+                    Some(threads) => threads,
+                    None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                },
+            }),
+            _ => None,
+        };
+        let provisioned = |config: &OnnxConfig| config.model.is_file() && config.runtime.is_file();
+        match self.embed_backend {
+            EngineChoice::Candle => Ok(Backend::Candle),
+            EngineChoice::Auto => Ok(match onnx {
+                Some(config) if provisioned(&config) => Backend::Onnx(config),
+                _ => Backend::Candle,
+            }),
+            EngineChoice::Onnx => {
+                let config = onnx.context(
+                    "MNEMO_EMBED_BACKEND=onnx needs MNEMO_ONNX_MODEL and MNEMO_ONNX_RUNTIME \
+                     (`make run` provisions both)",
+                )?;
+                if !provisioned(&config) {
+                    bail!(
+                        "MNEMO_EMBED_BACKEND=onnx: {} or {} does not exist",
+                        config.model.display(),
+                        config.runtime.display()
+                    );
+                }
+                Ok(Backend::Onnx(config))
+            }
+        }
     }
 }

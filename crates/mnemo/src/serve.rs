@@ -109,8 +109,11 @@ async fn build_embedder(args: &ServeArgs) -> anyhow::Result<Option<Arc<dyn Embed
                 .model_dir
                 .clone()
                 .context("MNEMO_MODEL_DIR is not set: `make run` installs the model and sets it, or use MNEMO_EMBEDDER=none")?;
-            let model = tokio::task::spawn_blocking(move || MiniLm::load(&dir)).await??;
-            tracing::info!(model = model.model_name(), "local embedder loaded");
+            let backend = args.local_engine.backend()?;
+            let engine = backend.name();
+            let model =
+                tokio::task::spawn_blocking(move || MiniLm::load_with(&dir, &backend)).await??;
+            tracing::info!(model = model.model_name(), engine, "local embedder loaded");
             Ok(Some(Arc::new(model)))
         }
         "http" => {

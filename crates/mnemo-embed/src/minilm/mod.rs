@@ -1,13 +1,20 @@
-//! all-MiniLM-L6-v2 in-process.
+//! all-MiniLM-L6-v2 in-process, on one of two engines that compute the same vectors:
 //!
-//! The forward pass is CPU-bound (about 10 ms for one sentence, 4 ms per sentence in a batch of
-//! 32 on two cores), so it never runs on the async runtime. [`MiniLm::load`] starts one worker
-//! thread that owns the model; [`Embedder::embed`] queues a job and awaits its answer. While the
-//! worker computes a batch, new jobs pile up in the queue and the next round takes all of them
-//! (up to 64 texts), so concurrent callers share forward passes instead of queueing one by one.
-//! Candle parallelises each pass over `RAYON_NUM_THREADS` threads (default: all cores).
+//! - [`Backend::Onnx`]: ONNX Runtime running a graph exported at provisioning from the same
+//!   weights ([`onnx`]); the faster one, used whenever it is provisioned.
+//! - [`Backend::Candle`]: candle running `model.safetensors` directly ([`candle`]); needs nothing
+//!   but the model folder. Candle parallelises each pass over `RAYON_NUM_THREADS` threads.
+//!
+//! The forward pass is CPU-bound, so it never runs on the async runtime. [`MiniLm::load_with`]
+//! starts one worker thread that owns the engine; [`Embedder::embed`] queues a job and awaits its
+//! answer. While the worker computes a batch, new jobs pile up in the queue and the next round
+//! takes all of them (up to 64 texts), so concurrent callers share forward passes instead of
+//! queueing one by one. Texts are sorted by token count and run in sub-batches of 32, each padded
+//! only to its own longest member.
 
-mod model;
+mod candle;
+mod onnx;
+mod text;
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
@@ -16,7 +23,10 @@ use std::time::Instant;
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
-use self::model::SentenceEncoder;
+use self::candle::CandleBert;
+use self::onnx::OnnxBert;
+pub use self::onnx::OnnxConfig;
+use self::text::TextEncoder;
 use crate::{check_text_count, EmbedError, Embedder};
 
 /// The name [`MiniLm`] reports as [`Embedder::model_name`].
@@ -36,6 +46,30 @@ const MAX_COALESCED_TEXTS: usize = 64;
 /// Jobs waiting for the worker; callers wait for room beyond this.
 const QUEUE_CAPACITY: usize = 1024;
 
+/// Rows per forward pass. Each sub-batch is padded to its longest member, and texts are sorted
+/// by length first so that short texts do not pay for long ones.
+const SUB_BATCH: usize = 32;
+
+/// The engine that runs the network. Both give the same vectors (cosine ≥ 0.9999 to an
+/// independent float64 forward pass); they differ in speed and in what must be provisioned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// candle on `model.safetensors`.
+    Candle,
+    /// ONNX Runtime on the exported graph.
+    Onnx(OnnxConfig),
+}
+
+impl Backend {
+    /// `"candle"` or `"onnxruntime"`, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Candle => "candle",
+            Self::Onnx(_) => "onnxruntime",
+        }
+    }
+}
+
 type Reply = oneshot::Sender<Result<Vec<Vec<f32>>, EmbedError>>;
 
 struct Job {
@@ -54,22 +88,79 @@ pub struct MiniLm {
 
 impl MiniLm {
     /// Loads the model from `dir` (`config.json`, `tokenizer.json`, `model.safetensors`; in
-    /// production the directory named by `MNEMO_MODEL_DIR`) and starts its worker thread.
+    /// production the directory named by `MNEMO_MODEL_DIR`) on candle and starts its worker.
     ///
     /// Blocks for about half a second reading and hashing 91 MB: call it before starting the
     /// runtime or inside `spawn_blocking`.
     pub fn load(dir: &Path) -> Result<Self, EmbedError> {
-        let encoder = SentenceEncoder::load(dir, MODEL_SHA256, DIM)?;
+        Self::load_with(dir, &Backend::Candle)
+    }
+
+    /// Loads the model from `dir` on `backend` and starts its worker thread. `dir` provides the
+    /// tokenizer and `config.json` for both engines.
+    ///
+    /// Blocks for about half a second reading and hashing the weights: call it before starting
+    /// the runtime or inside `spawn_blocking`.
+    pub fn load_with(dir: &Path, backend: &Backend) -> Result<Self, EmbedError> {
+        let fail = |reason: String| EmbedError::ModelLoad {
+            path: dir.to_path_buf(),
+            reason,
+        };
+        let engine = match backend {
+            Backend::Candle => Engine::Candle(Box::new(
+                CandleBert::load(dir, MODEL_SHA256, DIM).map_err(fail)?,
+            )),
+            Backend::Onnx(config) => {
+                Engine::Onnx(OnnxBert::load(dir, config, MODEL_SHA256, DIM).map_err(fail)?)
+            }
+        };
+        let text = TextEncoder::load(dir).map_err(fail)?;
+        let mut encoder = Encoder { text, engine };
         let (queue, jobs) = mpsc::channel(QUEUE_CAPACITY);
         std::thread::Builder::new()
             .name("mnemo-embed".to_owned())
-            .spawn(move || run_worker(&encoder, jobs))
-            .map_err(|e| EmbedError::ModelLoad {
-                path: dir.to_path_buf(),
-                reason: format!("starting the worker thread: {e}"),
-            })?;
-        tracing::info!(model = MODEL_NAME, dir = %dir.display(), "embedding model loaded");
+            .spawn(move || run_worker(&mut encoder, jobs))
+            .map_err(|e| fail(format!("starting the worker thread: {e}")))?;
+        tracing::info!(
+            model = MODEL_NAME,
+            backend = backend.name(),
+            dir = %dir.display(),
+            "embedding model loaded"
+        );
         Ok(Self { queue })
+    }
+}
+
+enum Engine {
+    Candle(Box<CandleBert>),
+    Onnx(OnnxBert),
+}
+
+/// What the worker owns: the tokenizer and the engine.
+struct Encoder {
+    text: TextEncoder,
+    engine: Engine,
+}
+
+impl Encoder {
+    /// One unit vector per token sequence, in input order.
+    fn embed(&mut self, sequences: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let mut order: Vec<usize> = (0..sequences.len()).collect();
+        order.sort_by_key(|&i| sequences[i].len());
+
+        let mut vectors = vec![Vec::new(); sequences.len()];
+        for chunk in order.chunks(SUB_BATCH) {
+            let batch: Vec<&[u32]> = chunk.iter().map(|&i| sequences[i].as_slice()).collect();
+            let embedded = match &mut self.engine {
+                Engine::Candle(bert) => bert.forward(&batch).map_err(|e| e.to_string()),
+                Engine::Onnx(bert) => bert.forward(&batch),
+            }
+            .map_err(EmbedError::Inference)?;
+            for (&i, vector) in chunk.iter().zip(embedded) {
+                vectors[i] = vector;
+            }
+        }
+        Ok(vectors)
     }
 }
 
@@ -101,7 +192,7 @@ impl Embedder for MiniLm {
 }
 
 /// Runs rounds until every [`MiniLm`] handle is dropped and the queue is empty.
-fn run_worker(encoder: &SentenceEncoder, mut jobs: mpsc::Receiver<Job>) {
+fn run_worker(encoder: &mut Encoder, mut jobs: mpsc::Receiver<Job>) {
     let mut held_over = None;
     loop {
         let Some(first) = held_over.take().or_else(|| jobs.blocking_recv()) else {
@@ -123,7 +214,7 @@ fn run_worker(encoder: &SentenceEncoder, mut jobs: mpsc::Receiver<Job>) {
 }
 
 /// Embeds the texts of all `jobs` in one batch and answers each job with its own vectors.
-fn run_round(encoder: &SentenceEncoder, mut jobs: Vec<Job>) {
+fn run_round(encoder: &mut Encoder, mut jobs: Vec<Job>) {
     // A caller that gave up (request timeout, client gone) no longer needs its vectors.
     jobs.retain(|job| !job.reply.is_closed());
     if jobs.is_empty() {
@@ -135,7 +226,7 @@ fn run_round(encoder: &SentenceEncoder, mut jobs: Vec<Job>) {
     let mut sequences = Vec::new();
     let mut waiting = Vec::with_capacity(jobs.len());
     for job in jobs {
-        match encoder.tokenize(&job.texts) {
+        match encoder.text.tokenize(&job.texts) {
             Ok(tokens) => {
                 waiting.push((job.reply, tokens.len()));
                 sequences.extend(tokens);
@@ -146,8 +237,8 @@ fn run_round(encoder: &SentenceEncoder, mut jobs: Vec<Job>) {
         }
     }
 
-    // Candle reports errors as values, but a panic in it would kill the only worker and with it
-    // every later call: contain it to this round.
+    // The engines report errors as values, but a panic in one would kill the only worker and
+    // with it every later call: contain it to this round.
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| encoder.embed(&sequences)))
         .unwrap_or_else(|_| Err(EmbedError::Inference("the forward pass panicked".into())));
 
