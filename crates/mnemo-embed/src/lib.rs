@@ -36,6 +36,20 @@ pub trait Embedder: Send + Sync {
     /// Fails with [`EmbedError::TooManyTexts`] above [`MAX_TEXTS_PER_CALL`] texts. An empty
     /// `texts` yields an empty result without contacting the provider.
     fn embed(&self, texts: Vec<String>) -> BoxFuture<'_, Result<Vec<Vec<f32>>, EmbedError>>;
+
+    /// The most tokens of one text the model reads (special tokens included); the rest of a
+    /// longer text is silently dropped. `None` when the provider does not say.
+    fn max_input_tokens(&self) -> Option<usize> {
+        None
+    }
+
+    /// Tokens of `text` exactly as the model counts them against [`Embedder::max_input_tokens`]
+    /// (special tokens included, no truncation), so a caller can cut texts that fit. `None` when
+    /// the provider's tokenizer is not available here. Synchronous and CPU-bound (linear in the
+    /// text): call it off the async runtime for long texts.
+    fn count_tokens(&self, _text: &str) -> Option<usize> {
+        None
+    }
 }
 
 fn check_text_count(texts: &[String]) -> Result<(), EmbedError> {

@@ -162,6 +162,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(what) => {
                 let code = match what {
                     "memory" => "memory_not_found",
+                    "context" => "context_not_found",
                     "relationship" => "relationship_not_found",
                     "policy" => "policy_not_found",
                     "project" => "project_not_found",
@@ -208,6 +209,10 @@ impl From<StoreError> for ApiError {
                             format!("a memory with this memory_id exists ({c})"),
                         )
                     }
+                    "offloaded_contexts_tenant_id_context_id_key" => (
+                        "context_exists",
+                        "a context with this context_id exists; PUT replaces it".to_owned(),
+                    ),
                     mnemo_store::CONCURRENT_WRITE => (
                         "write_conflict",
                         "a concurrent request wrote the same data; nothing of this one was kept, retry it"

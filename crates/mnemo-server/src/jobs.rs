@@ -14,6 +14,8 @@ use crate::state::Limits;
 pub struct MaintenanceReport {
     pub partitions_created: Option<i32>,
     pub expired_memories_removed: Option<i64>,
+    /// Expired offloaded contexts removed, with their chunks.
+    pub expired_contexts_removed: Option<i64>,
     /// Audit rows moved to `audit_log_archive` (whole months older than the configured days).
     pub audit_rows_archived: Option<i32>,
     pub analytics_refreshed: bool,
@@ -24,7 +26,7 @@ pub struct MaintenanceReport {
     pub errors: Vec<String>,
 }
 
-/// Partitions ahead, expired memories, audit archival, analytics, usage counters.
+/// Partitions ahead, expired memories and contexts, audit archival, analytics, usage counters.
 pub async fn housekeeping(store: &Store, limits: &Limits, report: &mut MaintenanceReport) {
     match store.create_time_partitions(3).await {
         Ok(n) => report.partitions_created = Some(n),
@@ -33,6 +35,10 @@ pub async fn housekeeping(store: &Store, limits: &Limits, report: &mut Maintenan
     match store.clean_expired_memories().await {
         Ok(n) => report.expired_memories_removed = Some(n),
         Err(e) => report.errors.push(format!("clean_expired_memories: {e}")),
+    }
+    match store.clean_expired_contexts().await {
+        Ok(n) => report.expired_contexts_removed = Some(n),
+        Err(e) => report.errors.push(format!("clean_expired_contexts: {e}")),
     }
     match store.archive_audit_months(limits.audit_archive_days).await {
         Ok(n) => report.audit_rows_archived = Some(n),
@@ -53,7 +59,7 @@ pub async fn housekeeping(store: &Store, limits: &Limits, report: &mut Maintenan
     }
 }
 
-/// Builds the HNSW indexes of tenants that crossed the threshold.
+/// Builds the HNSW indexes (memories, context chunks) of tenants that crossed the threshold.
 pub async fn vector_indexes(store: &Store, limits: &Limits, report: &mut MaintenanceReport) {
     let policy = VectorIndexPolicy {
         min_rows: limits.vector_index_min_rows,

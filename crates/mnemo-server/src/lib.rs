@@ -1,19 +1,21 @@
 //! Mnemo's HTTP API.
 //!
 //! - [`app`]: the axum application (routes, limits, request ids, tracing, OpenAPI) and [`serve`].
-//! - [`routes`]: one module per feature (`memories`, `graph`, `tenant_misc`, `admin`, `health`),
-//!   each with its request/response types and a `router()`.
+//! - [`routes`]: one module per feature (`memories`, `contexts`, `graph`, `tenant_misc`, `admin`,
+//!   `health`), each with its request/response types and a `router()`.
 //! - [`auth`]: API key extractors; the tenant always comes from the key; they apply the
 //!   [`rate_limit`]s (per key, per tenant, admin key, failed authentication per address).
 //! - [`ops`]: the tenant operation runner (scopes, policies, tenant transaction, audit).
 //! - [`error`], [`extract`]: the one JSON error shape and extractors that produce it.
 //! - [`jobs`]: background upkeep (partitions, expiry, analytics, per-tenant vector indexes).
+//! - [`llm`]: context summaries from an OpenAI-compatible chat endpoint.
 //! - [`state`]: shared state and configurable [`Limits`].
 
 pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod jobs;
+pub mod llm;
 pub mod ops;
 pub mod rate_limit;
 pub mod routes;
@@ -45,6 +47,7 @@ pub use state::{AdminKey, AppState, Limits};
     tags(
         (name = "memories", description = "Contextual memories of the key's tenant"),
         (name = "graph", description = "Relationships between memories"),
+        (name = "contexts", description = "Offloaded LLM contexts: stored byte-exact, searched, rebuilt within a token budget"),
         (name = "tenant", description = "Usage and audit trail of the key's tenant"),
         (name = "policies", description = "Access policies narrowing what keys may do"),
         (name = "admin", description = "Projects, tenants and API keys (admin key)"),
@@ -77,6 +80,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::health::router())
         .merge(routes::search::router())
         .merge(routes::memories::router())
+        .merge(routes::contexts::router())
         .merge(routes::graph::router())
         .merge(routes::tenant_misc::router())
         .merge(routes::admin::router())

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use mnemo_core::{Permission, Resource};
 use mnemo_store::audit::{self, AuditEntry};
 use mnemo_store::policies::Rules;
+use mnemo_store::usage;
 use mnemo_store::TenantTx;
 
 use crate::auth::TenantCtx;
@@ -100,22 +101,47 @@ pub fn policy_denied(resource: Resource, permission: Permission, id: &str) -> Ap
 /// refusal is audited exactly as [`run`] audits it. [`run`] checks again, authoritatively, in
 /// the transaction that does the work.
 pub async fn authorize(state: &AppState, ctx: &TenantCtx, op: &Op) -> ApiResult<()> {
+    authorize_within(state, ctx, op, None).await
+}
+
+/// [`authorize`] for a write that will add about `add_bytes` bytes to the tenant's storage: also
+/// refuses (403 `quota_exceeded`, audited) when that cannot fit the tenant's quota even after its
+/// expired data made room ([`usage::check_headroom`]), so a write that cannot be kept is refused
+/// before its texts are embedded. The write itself books its exact figures in [`run`].
+pub async fn authorize_write(
+    state: &AppState,
+    ctx: &TenantCtx,
+    op: &Op,
+    add_bytes: i64,
+) -> ApiResult<()> {
+    authorize_within(state, ctx, op, Some(add_bytes)).await
+}
+
+async fn authorize_within(
+    state: &AppState,
+    ctx: &TenantCtx,
+    op: &Op,
+    add_bytes: Option<i64>,
+) -> ApiResult<()> {
     if let Err(err) = check_scope(ctx, op) {
         audit_refusal(state, ctx, op, &err).await;
         return Err(err.audited());
     }
     let mut tx = begin(state, ctx).await?;
-    let rules = Rules::load(&mut tx, op.resource.as_str()).await;
+    let checked = async {
+        let rules = Rules::load(&mut tx, op.resource.as_str()).await?;
+        check_policy(&rules, op)?;
+        if let Some(bytes) = add_bytes {
+            usage::check_headroom(&mut tx, 0, bytes).await?;
+        }
+        Ok::<(), ApiError>(())
+    }
+    .await;
     let _ = tx.rollback().await;
-    if let Err(err) = rules
-        .map_err(ApiError::from)
-        .and_then(|r| check_policy(&r, op))
-    {
+    if let Err(err) = checked {
         audit_refusal(state, ctx, op, &err).await;
         return Err(err.audited());
     }
-    // The quota pre-check of writes belongs here, once usage counters make it cheap: a write
-    // that cannot fit is then refused before its texts are embedded.
     Ok(())
 }
 

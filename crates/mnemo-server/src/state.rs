@@ -6,6 +6,7 @@ use std::time::Duration;
 use mnemo_embed::Embedder;
 use mnemo_store::Store;
 
+use crate::llm::LlmSummarizer;
 use crate::rate_limit::{RateLimiter, RateLimits};
 
 /// Bounds on what one request may ask for. Exceeding one is a clear 4xx.
@@ -39,6 +40,12 @@ pub struct Limits {
     pub vector_index_min_rows: i64,
     /// The maintenance job archives audit rows older than this many days (in whole months).
     pub audit_archive_days: i32,
+    /// Bytes of one context's `messages`/`text` JSON (413 above). The body limit must allow it.
+    pub max_context_bytes: usize,
+    /// Tokens (the context's tokenizer) of a context's summary at most.
+    pub context_summary_tokens: usize,
+    /// `token_budget` of a reconstruction at most.
+    pub max_token_budget: usize,
     /// Request rates per key, tenant, admin key and failed authentication. Off in
     /// `Limits::default()` (a library default: tests and embedders are never throttled by
     /// accident); `mnemo serve` turns them on by default.
@@ -66,6 +73,9 @@ impl Default for Limits {
             ef_search: 400,
             vector_index_min_rows: 10_000,
             audit_archive_days: 365,
+            max_context_bytes: 8 * 1024 * 1024,
+            context_summary_tokens: 256,
+            max_token_budget: 1_000_000,
             rate: RateLimits::off(),
         }
     }
@@ -80,6 +90,9 @@ pub struct AppState {
     pub admin_key: AdminKey,
     /// The buckets of `limits.rate`, shared by every request of this process.
     pub rate_limiter: Arc<RateLimiter>,
+    /// Summarizes offloaded contexts with a chat model (`MNEMO_LLM_URL`); `None`: extractive
+    /// summaries.
+    pub summarizer: Option<Arc<LlmSummarizer>>,
 }
 
 impl AppState {
@@ -96,7 +109,14 @@ impl AppState {
             limits: Arc::new(limits),
             admin_key,
             rate_limiter,
+            summarizer: None,
         }
+    }
+
+    /// Summarize contexts with `summarizer` instead of extractively.
+    pub fn with_summarizer(mut self, summarizer: LlmSummarizer) -> Self {
+        self.summarizer = Some(Arc::new(summarizer));
+        self
     }
 }
 

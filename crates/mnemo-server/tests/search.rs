@@ -460,3 +460,78 @@ async fn a_selective_filter_on_a_tenant_with_an_hnsw_index_still_gets_k_results(
     assert_eq!(v["strategy"], "hnsw");
     assert_eq!(ids(&v).len(), 10);
 }
+
+/// `vectors` as the chunks of one context (`ctx`) of `tenant`, chunk `i` reading message `i`,
+/// written as the owner.
+async fn ingest_chunks(app: &App, tenant: uuid::Uuid, vectors: &[Vec<f32>]) {
+    let context: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO offloaded_contexts (tenant_id, context_id) VALUES ($1, 'ctx') RETURNING id",
+    )
+    .bind(tenant)
+    .fetch_one(app.db.store.pool())
+    .await
+    .expect("context");
+    let embeddings: Vec<pgvector::Vector> = vectors
+        .iter()
+        .map(|v| pgvector::Vector::from(v.clone()))
+        .collect();
+    sqlx::query(
+        "INSERT INTO context_chunks (tenant_id, offloaded_context_id, ordinal, first_message,
+             last_message, char_start, char_end, token_count, text, embedding)
+         SELECT $1, $2, n - 1, n - 1, n - 1, 0, 4, 3, 'user: note ' || n, e
+         FROM unnest($3::vector[]) WITH ORDINALITY AS u(e, n)",
+    )
+    .bind(tenant)
+    .bind(context)
+    .bind(embeddings)
+    .execute(app.db.store.pool())
+    .await
+    .expect("chunks");
+}
+
+#[tokio::test]
+async fn context_chunk_recall_holds_in_every_tenant_size_bucket() {
+    let app = App::start(None).await;
+    let mut rng = StdRng::seed_from_u64(6);
+    let mut tenants = Vec::new();
+    for (name, size) in [("c-small", 40), ("c-medium", 600), ("c-large", 2500)] {
+        let (tenant, key) = app.tenant(name).await;
+        let vectors = clustered(&mut rng, size);
+        ingest_chunks(&app, tenant, &vectors).await;
+        tenants.push((name, key, vectors));
+    }
+    // The large tenant crosses the threshold (1000 here) and gets an HNSW index over its chunks.
+    let (s, report) = app.post("/v1/admin/maintenance", ADMIN, json!({})).await;
+    assert_eq!(s, 200, "{report}");
+    assert_eq!(
+        report["vector_indexes"]["context_chunks"]["indexed_tenants"], 1,
+        "{report}"
+    );
+    for (name, key, vectors) in &tenants {
+        let mut total = 0.0;
+        let queries = 20;
+        for _ in 0..queries {
+            let base = &vectors[rng.gen_range(0..vectors.len())];
+            let q = unit(base.iter().map(|x| x + 0.03 * gaussian(&mut rng)).collect());
+            let (s, v) = app
+                .post("/v1/contexts/search", key, json!({"vector": q, "k": 10}))
+                .await;
+            assert_eq!(s, 200, "{v}");
+            let expected = if *name == "c-large" { "hnsw" } else { "exact" };
+            assert_eq!(v["strategy"], expected, "{name}");
+            let served: Vec<String> = v["results"]
+                .as_array()
+                .expect("results")
+                .iter()
+                .flat_map(|r| r["chunks"].as_array().expect("chunks").clone())
+                .map(|c| format!("m{}", c["messages"][0]))
+                .collect();
+            assert_eq!(served.len(), 10, "{v}");
+            let truth = exact_top(vectors, &q, "m", 10);
+            total +=
+                served.iter().filter(|s| truth.contains(s)).count() as f64 / truth.len() as f64;
+        }
+        let recall = total / queries as f64;
+        assert!(recall >= 0.99, "chunk recall@10 of the {name} tenant is {recall}");
+    }
+}

@@ -7,12 +7,16 @@
 //! - [`admin`]: projects, tenants, API keys and the admin key (owner role, control-plane tables).
 //! - [`memories`], [`relationships`], [`policies`], [`audit`], [`search`]: tenant data, always
 //!   through a [`TenantTx`].
+//! - [`contexts`]: offloaded contexts (compressed, byte-exact) and their chunks: writes, reads,
+//!   chunk search (vector and full-text), expiry.
+//! - [`tenant_index`]: per-tenant HNSW indexes of memories and context chunks.
 //! - [`usage`]: per-tenant usage counters, quotas, their reconciliation.
 //! - [`maintenance`]: the seed's maintenance functions and partition upkeep.
 //! - `testing` (feature `test-support`): a fresh migrated database per test.
 
 pub mod admin;
 pub mod audit;
+pub mod contexts;
 mod error;
 pub mod maintenance;
 pub mod memories;
@@ -20,6 +24,7 @@ pub mod policies;
 pub mod relationships;
 pub mod search;
 pub mod tenancy;
+pub mod tenant_index;
 #[cfg(feature = "test-support")]
 pub mod testing;
 pub mod usage;
@@ -41,9 +46,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: PgPool,
-    /// Tenants known to have their own HNSW index (see [`search`]); refreshed by
-    /// [`Store::maintain_vector_indexes`] and [`Store::refresh_vector_index_cache`].
-    vector_indexes: std::sync::Arc<std::sync::RwLock<std::collections::HashSet<uuid::Uuid>>>,
+    /// Tenants known to have their own HNSW index, per table (see [`tenant_index`]); refreshed
+    /// by [`Store::maintain_vector_indexes`] and [`Store::refresh_vector_index_cache`].
+    vector_indexes: tenant_index::IndexCache,
     /// Whether the GIN operators are LEAKPROOF in this database, so tenant queries can write
     /// their text, tag and containment conditions directly and still use the GIN indexes under
     /// Row Level Security; otherwise they ask `mnemo_gin_candidates()` (see [`memories`]).

@@ -12,11 +12,12 @@
 use std::collections::HashSet;
 
 use pgvector::Vector;
-use sqlx::{Connection, FromRow, PgPool, Postgres, QueryBuilder};
+use sqlx::{Connection, FromRow, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::memories::{columns, Indexed, Memory, MemoryFilter};
 use crate::relationships::{EDGE_SELECT, LIVE};
+use crate::tenant_index::{TableIndexReport, VectorTable, MEMORIES, TABLES};
 use crate::{Result, Store, TenantTx};
 
 /// How a vector query was answered.
@@ -37,9 +38,9 @@ pub struct Hit {
     pub score: f64,
 }
 
-/// Name of the partial HNSW index of a tenant.
+/// Name of the partial HNSW index of a tenant's memories.
 pub fn index_name(tenant: Uuid) -> String {
-    format!("cm_hnsw_{}", tenant.simple())
+    MEMORIES.index_name(tenant)
 }
 
 /// Nearest memories to `query` by cosine distance, at most `k`, with the filter applied; and the
@@ -140,7 +141,7 @@ pub const HNSW_MAX_SCAN_TUPLES: i64 = 50_000;
 /// the result list short. The planner is steered to the tenant's index (scans that would need a
 /// sort are discouraged): with fresh rows its statistics may still call the tenant tiny, and a
 /// sort over a large tenant is what the index exists to avoid.
-async fn configure(tx: &mut TenantTx, strategy: Strategy, ef_search: i32) -> Result<()> {
+pub(crate) async fn configure(tx: &mut TenantTx, strategy: Strategy, ef_search: i32) -> Result<()> {
     if strategy == Strategy::Hnsw {
         sqlx::query(
             "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),
@@ -160,7 +161,7 @@ async fn configure(tx: &mut TenantTx, strategy: Strategy, ef_search: i32) -> Res
 }
 
 /// Gives the rest of the transaction the planner's defaults back.
-async fn restore(tx: &mut TenantTx, strategy: Strategy) -> Result<()> {
+pub(crate) async fn restore(tx: &mut TenantTx, strategy: Strategy) -> Result<()> {
     if strategy == Strategy::Hnsw {
         sqlx::query(
             "SELECT set_config('enable_seqscan', 'on', true), set_config('enable_bitmapscan', 'on', true),
@@ -273,7 +274,7 @@ fn push_text_sql(
 }
 
 /// The words of `query` joined by ` or ` for `websearch_to_tsquery`, which never fails to parse.
-fn any_word(query: &str) -> String {
+pub(crate) fn any_word(query: &str) -> String {
     query
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
@@ -281,59 +282,61 @@ fn any_word(query: &str) -> String {
         .join(" or ")
 }
 
-/// When a tenant gets its own HNSW index.
+/// When a tenant gets its own HNSW index (on any [`VectorTable`]).
 #[derive(Debug, Clone, Copy)]
 pub struct VectorIndexPolicy {
-    /// Embedded memories at which a tenant gets an index.
+    /// Embedded rows (memories, or context chunks) at which a tenant gets an index.
     pub min_rows: i64,
-    /// At most this many index builds per run (each takes seconds to minutes).
+    /// At most this many index builds per table and run (each takes seconds to minutes).
     pub max_builds_per_run: usize,
 }
 
-/// What one run of [`Store::maintain_vector_indexes`] did.
+/// What one run of [`Store::maintain_vector_indexes`] did: to memories' indexes, and to those
+/// of context chunks.
 #[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct IndexReport {
     pub built: Vec<Uuid>,
     pub dropped: Vec<String>,
     pub indexed_tenants: usize,
+    pub context_chunks: TableIndexReport,
 }
 
 impl Store {
-    /// Whether searches of this tenant should use its HNSW index (from the cache).
+    /// Whether memory searches of this tenant should use its HNSW index (from the cache).
     pub fn has_vector_index(&self, tenant: Uuid) -> bool {
-        self.vector_indexes
-            .read()
-            .is_ok_and(|set| set.contains(&tenant))
+        self.has_table_index(&MEMORIES, tenant)
     }
 
-    /// Reloads the cache of tenants with an HNSW index from the catalog.
+    /// Whether searches of `table` for this tenant should use its HNSW index (from the cache).
+    pub fn has_table_index(&self, table: &VectorTable, tenant: Uuid) -> bool {
+        self.vector_indexes
+            .read()
+            .is_ok_and(|cache| cache.get(table.table).is_some_and(|set| set.contains(&tenant)))
+    }
+
+    /// Reloads the cache of tenants with an HNSW index from the catalog; returns how many
+    /// tenants have one on memories.
     pub async fn refresh_vector_index_cache(&self) -> Result<usize> {
-        let set = self.indexed_tenants().await?;
-        let n = set.len();
+        let mut fresh = std::collections::HashMap::new();
+        for table in TABLES {
+            fresh.insert(table.table, table.indexed_tenants(&self.pool).await?);
+        }
+        let n = fresh.get(MEMORIES.table).map_or(0, HashSet::len);
         if let Ok(mut cache) = self.vector_indexes.write() {
-            *cache = set;
+            *cache = fresh;
         }
         Ok(n)
     }
 
-    /// Tenants that have a valid HNSW index of their own.
+    /// Tenants that have a valid HNSW index of their own on memories.
     pub async fn indexed_tenants(&self) -> Result<HashSet<Uuid>> {
-        let names: Vec<String> = sqlx::query_scalar(
-            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-             WHERE i.indrelid = 'contextual_memories'::regclass AND c.relname LIKE 'cm\\_hnsw\\_%'
-               AND i.indisvalid AND i.indisready",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(names
-            .iter()
-            .filter_map(|n| n.strip_prefix("cm_hnsw_")?.parse().ok())
-            .collect())
+        MEMORIES.indexed_tenants(&self.pool).await
     }
 
     /// Builds missing per-tenant HNSW indexes (CONCURRENTLY: writes go on meanwhile) for tenants
-    /// over the threshold, and drops invalid leftovers and indexes of deleted tenants. Safe to run
-    /// from several processes: an advisory lock makes them take turns.
+    /// over the threshold, on every [`VectorTable`], and drops invalid leftovers and indexes of
+    /// deleted tenants. Safe to run from several processes: an advisory lock makes them take
+    /// turns.
     ///
     /// The lock is a session lock, so it is taken on a connection of its own, never one of the
     /// pool: if this future is dropped mid-way (shutdown, a cancelled caller), the connection is
@@ -358,71 +361,33 @@ impl Store {
             }
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }
-        let result = maintain(&self.pool, &mut conn, policy).await;
+        let result = async {
+            let memories = MEMORIES.maintain(&self.pool, &mut conn, policy).await?;
+            let chunks = crate::tenant_index::CONTEXT_CHUNKS
+                .maintain(&self.pool, &mut conn, policy)
+                .await?;
+            Ok::<_, crate::StoreError>((memories, chunks))
+        }
+        .await;
         let unlocked = sqlx::query("SELECT pg_advisory_unlock(727273)")
             .execute(&mut conn)
             .await;
         if unlocked.is_ok() {
             let _ = conn.close().await;
         }
-        let mut report = result?;
-        report.indexed_tenants = self.refresh_vector_index_cache().await?;
-        Ok(report)
+        let (memories, mut chunks) = result?;
+        let indexed_tenants = self.refresh_vector_index_cache().await?;
+        chunks.indexed_tenants = self
+            .vector_indexes
+            .read()
+            .map_or(0, |c| c.get(crate::tenant_index::CONTEXT_CHUNKS.table).map_or(0, HashSet::len));
+        Ok(IndexReport {
+            built: memories.built,
+            dropped: memories.dropped,
+            indexed_tenants,
+            context_chunks: chunks,
+        })
     }
-}
-
-async fn maintain(
-    pool: &PgPool,
-    conn: &mut sqlx::PgConnection,
-    policy: VectorIndexPolicy,
-) -> Result<IndexReport> {
-    let mut report = IndexReport::default();
-    // Invalid indexes (a build that was interrupted) and indexes of tenants that are gone.
-    let stale: Vec<String> = sqlx::query_scalar(
-        "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-         WHERE i.indrelid = 'contextual_memories'::regclass AND c.relname LIKE 'cm\\_hnsw\\_%'
-           AND (NOT i.indisvalid OR NOT EXISTS (
-                SELECT 1 FROM tenants t WHERE 'cm_hnsw_' || replace(t.id::text, '-', '') = c.relname))",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    for name in stale {
-        sqlx::query(&format!("DROP INDEX CONCURRENTLY IF EXISTS \"{name}\""))
-            .execute(&mut *conn)
-            .await?;
-        report.dropped.push(name);
-    }
-    let existing = Store::from_pool(pool.clone()).indexed_tenants().await?;
-    let big: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT tenant_id FROM contextual_memories WHERE embedding IS NOT NULL
-         GROUP BY tenant_id HAVING count(*) >= $1 ORDER BY count(*) DESC",
-    )
-    .bind(policy.min_rows)
-    .fetch_all(&mut *conn)
-    .await?;
-    for tenant in big
-        .into_iter()
-        .filter(|t| !existing.contains(t))
-        .take(policy.max_builds_per_run)
-    {
-        let name = index_name(tenant);
-        tracing::info!(%tenant, index = %name, "building the tenant's HNSW index");
-        sqlx::query("SET maintenance_work_mem = '512MB'")
-            .execute(&mut *conn)
-            .await?;
-        sqlx::query(&format!(
-            "CREATE INDEX CONCURRENTLY IF NOT EXISTS \"{name}\" ON contextual_memories
-             USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)
-             WHERE tenant_id = '{tenant}'::uuid"
-        ))
-        .execute(&mut *conn)
-        .await?;
-        sqlx::query("RESET maintenance_work_mem")
-            .execute(&mut *conn)
-            .await?;
-        report.built.push(tenant);
-    }
-    Ok(report)
 }
 
 /// Depth-1 graph expansion of search hits: the edges touching any of `ids` whose both ends are

@@ -194,9 +194,10 @@ pub async fn apply(tx: &mut TenantTx, delta: UsageDelta) -> Result<Counters> {
 
 /// Books a write's effect, as the last step of the write: refuses with [`StoreError::Quota`] when
 /// the write grows the tenant past a quota (the caller's transaction then rolls back, so nothing of
-/// the write remains). Expired memories never stand in the way: if the write would not fit, the
-/// tenant's expired memories are retired first (as its retention policy says; see
-/// [`release_expired`]) and only then is the quota checked.
+/// the write remains). Expired memories and contexts never stand in the way: if the write would
+/// not fit, the tenant's expired memories are retired first (as its retention policy says; see
+/// [`release_expired`]) and its expired contexts removed ([`crate::contexts::release_expired`]),
+/// and only then is the quota checked.
 ///
 /// Concurrent writers of a tenant queue on its counter row from the update to their commit, so two
 /// of them cannot both slip under a quota.
@@ -211,6 +212,7 @@ pub async fn charge(tx: &mut TenantTx, write: UsageDelta) -> Result<()> {
         if let Some(now) = counters(tx).await? {
             if now.plus(&write).excess(&write).is_some() {
                 total += release_expired(tx, None).await?;
+                total += crate::contexts::release_expired(tx, None).await?;
             }
         }
     }
@@ -240,7 +242,7 @@ pub async fn release_expired(tx: &mut TenantTx, memory_ids: Option<&[&str]>) -> 
 
 /// A quota pre-check before costly work (embedding): refuses with [`StoreError::Quota`] when adding
 /// `add_memories` memories and `add_bytes` bytes would break a quota even after the tenant's expired
-/// memories were retired. Reads the counter row (and, only when that says no, the tenant's expired
+/// memories were retired and its expired contexts removed. Reads the counter row (and, only when that says no, the tenant's expired
 /// rows through their index); writes nothing. The write itself is checked again by [`charge`].
 pub async fn check_headroom(tx: &mut TenantTx, add_memories: i64, add_bytes: i64) -> Result<()> {
     let Some(now) = counters(tx).await? else {
@@ -265,6 +267,16 @@ pub async fn check_headroom(tx: &mut TenantTx, add_memories: i64, add_bytes: i64
     .await?;
     after.memories -= expired;
     after.content_bytes -= expired_bytes;
+    if after.excess(&adding).is_some() {
+        let expired_contexts: i64 = sqlx::query_scalar(
+            "SELECT coalesce(sum(mnemo_context_bytes(c)), 0)::bigint FROM offloaded_contexts c
+             WHERE c.tenant_id = $1 AND c.expires_at <= now()",
+        )
+        .bind(tx.tenant_id())
+        .fetch_one(&mut **tx)
+        .await?;
+        after.context_bytes -= expired_contexts;
+    }
     match after.excess(&adding) {
         Some(message) => Err(StoreError::Quota(message)),
         None => Ok(()),

@@ -11,10 +11,14 @@
 //! - `migrations`: applying them twice changes nothing.
 //! - `usage`: the per-tenant usage counters follow every write path.
 //! - `gin`: text, tag and containment filters use their GIN indexes as the application role.
+//! - `contexts`: offloaded contexts and their chunks: storage, cascade, quotas, expiry, and the
+//!   plans of their queries as the application role.
 
 // The modules live in tests/schema/ (a crate root's modules would otherwise resolve in tests/).
 #[path = "schema/citus.rs"]
 mod citus;
+#[path = "schema/contexts.rs"]
+mod contexts;
 #[path = "schema/gin.rs"]
 mod gin;
 #[path = "schema/maintenance.rs"]
@@ -37,7 +41,7 @@ use uuid::Uuid;
 
 /// Tables whose rows belong to one tenant: distributed by `tenant_id` under Citus and isolated by
 /// Row Level Security.
-const TENANT_OWNED: [&str; 12] = [
+const TENANT_OWNED: [&str; 13] = [
     "tenant_access_policies",
     "tenant_sharing_rules",
     "data_retention_policies",
@@ -50,6 +54,7 @@ const TENANT_OWNED: [&str; 12] = [
     "audit_log_archive",
     "tenant_usage",
     "tenant_daily_activity",
+    "context_chunks",
 ];
 
 /// Creates a project (as the owner) and returns its id.
@@ -93,6 +98,18 @@ async fn create_memory(pool: &PgPool, tenant: Uuid, memory_id: &str) -> Uuid {
     .fetch_one(pool)
     .await
     .expect("insert memory")
+}
+
+/// Stores an offloaded context (as the owner) and returns its row id.
+async fn create_context(pool: &PgPool, tenant: Uuid, context_id: &str) -> Uuid {
+    sqlx::query_scalar(
+        "INSERT INTO offloaded_contexts (tenant_id, context_id) VALUES ($1, $2) RETURNING id",
+    )
+    .bind(tenant)
+    .bind(context_id)
+    .fetch_one(pool)
+    .await
+    .expect("insert context")
 }
 
 /// A transaction as the application role, exactly as `TenantTx` opens it, with `tenant` set (or

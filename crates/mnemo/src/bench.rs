@@ -1,6 +1,9 @@
 //! `mnemo bench`: ingest and search against a running server, with recall measured against exact
 //! brute force and the seed's naive design (one global IVFFlat index, filter by tenant) measured on
-//! the same queries. Writes `report.json` and `report.md`.
+//! the same queries. Writes `report.json` and `report.md`. With `--contexts`, the context
+//! offloading benchmark instead ([`contexts`]).
+
+mod contexts;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -57,6 +60,27 @@ pub struct BenchArgs {
     pub keep: bool,
     #[arg(long, default_value = ".mnemo/bench")]
     pub out: PathBuf,
+    /// Benchmark context offloading instead of memories (see `--context-*`).
+    #[arg(long)]
+    pub contexts: bool,
+    /// Contexts of 1k–20k tokens offloaded for the throughput figure.
+    #[arg(long, default_value_t = 100)]
+    pub context_count: usize,
+    /// Offload requests in flight.
+    #[arg(long, default_value_t = 2)]
+    pub context_workers: usize,
+    /// Contexts of the tenant that holds many.
+    #[arg(long, default_value_t = 10_000)]
+    pub tenant_contexts: usize,
+    /// Their size in tokens (each between half and one and a half times this).
+    #[arg(long, default_value_t = 200)]
+    pub tenant_context_tokens: usize,
+    /// Reconstructions timed per tenant.
+    #[arg(long, default_value_t = 100)]
+    pub context_queries: usize,
+    /// Token budget of those reconstructions.
+    #[arg(long, default_value_t = 4_000)]
+    pub token_budget: usize,
 }
 
 const DIM: usize = 384;
@@ -269,6 +293,9 @@ impl Client {
 }
 
 pub async fn run(database_url: &str, args: BenchArgs) -> anyhow::Result<()> {
+    if args.contexts {
+        return contexts::run(&args).await;
+    }
     if args.memories > 1_000_000 || args.tenants == 0 || args.tenants > args.memories {
         bail!("--memories must be ≤ 1,000,000 and ≥ --tenants ≥ 1");
     }

@@ -103,6 +103,29 @@ pub struct ServeArgs {
     pub max_graph_depth: i32,
     #[arg(long, env = "MNEMO_MAX_GRAPH_NODES", default_value_t = 500)]
     pub max_graph_nodes: i64,
+    /// Bytes of one offloaded context's `messages`/`text` JSON (413 above). The body limit
+    /// (MNEMO_MAX_BODY_BYTES) must exceed it by at least 1 MiB.
+    #[arg(long, env = "MNEMO_MAX_CONTEXT_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_context_bytes: usize,
+    /// Tokens of an offloaded context's summary at most (in the context's tokenizer).
+    #[arg(long, env = "MNEMO_CONTEXT_SUMMARY_TOKENS", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(16..=4096))]
+    pub context_summary_tokens: u32,
+    /// Base URL of an OpenAI-compatible chat API (`POST {url}/chat/completions`) that
+    /// summarizes offloaded contexts; unset: extractive summaries.
+    #[arg(long, env = "MNEMO_LLM_URL")]
+    pub llm_url: Option<String>,
+    #[arg(long, env = "MNEMO_LLM_MODEL", default_value = "gpt-4o-mini")]
+    pub llm_model: String,
+    #[arg(long, env = "MNEMO_LLM_API_KEY", hide_env_values = true)]
+    pub llm_api_key: Option<String>,
+    /// Seconds one summary may take; past it (or on any error) the summary is extractive.
+    #[arg(long, env = "MNEMO_LLM_TIMEOUT_SECS", default_value_t = 30)]
+    pub llm_timeout_secs: u64,
+    /// Tokens of transcript sent to the chat model at most; a longer context is represented by
+    /// an even sample of its sentences.
+    #[arg(long, env = "MNEMO_LLM_MAX_INPUT_TOKENS", default_value_t = 16_000)]
+    pub llm_max_input_tokens: usize,
     /// PostgreSQL `statement_timeout` of every tenant request's statements, in milliseconds
     /// (0: the database's own setting). A request that runs longer answers 503 `statement_timeout`.
     #[arg(long, env = "MNEMO_STATEMENT_TIMEOUT_MS", default_value_t = 5000)]
@@ -156,7 +179,42 @@ pub struct ServeArgs {
     pub rate_limit_failed_auth_burst: u32,
 }
 
+/// Room in a request body for the fields around a context's `messages`/`text`.
+pub const CONTEXT_BODY_SLACK: usize = 1024 * 1024;
+
 impl ServeArgs {
+    /// Refuses limits that contradict each other.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.max_context_bytes == 0 {
+            bail!("MNEMO_MAX_CONTEXT_BYTES must be at least 1");
+        }
+        if self.max_body_bytes < self.max_context_bytes.saturating_add(CONTEXT_BODY_SLACK) {
+            bail!(
+                "MNEMO_MAX_BODY_BYTES ({}) must be at least MNEMO_MAX_CONTEXT_BYTES ({}) + 1 MiB,                  or a context of the largest size accepted could not be sent: raise the first or                  lower the second",
+                self.max_body_bytes,
+                self.max_context_bytes
+            );
+        }
+        Ok(())
+    }
+
+    /// The chat summarizer, when MNEMO_LLM_URL is set.
+    pub fn llm(&self) -> anyhow::Result<Option<mnemo_server::llm::LlmSummarizer>> {
+        let Some(url) = self.llm_url.as_deref().filter(|u| !u.is_empty()) else {
+            return Ok(None);
+        };
+        let config = mnemo_server::llm::LlmConfig {
+            base_url: url.to_owned(),
+            model: self.llm_model.clone(),
+            api_key: self.llm_api_key.clone().map(Into::into),
+            timeout: std::time::Duration::from_secs(self.llm_timeout_secs.max(1)),
+            max_input_tokens: self.llm_max_input_tokens.max(1),
+        };
+        Ok(Some(
+            mnemo_server::llm::LlmSummarizer::new(config).context("MNEMO_LLM_URL")?,
+        ))
+    }
+
     pub fn rate_limits(&self) -> mnemo_server::RateLimits {
         use mnemo_server::Rate;
         mnemo_server::RateLimits {
@@ -189,6 +247,29 @@ mod tests {
         assert_eq!(limits.admin, Rate::new(100, 200));
         assert_eq!(limits.failed_auth, Rate::new(10, 20));
         assert_eq!(args.db_acquire_timeout_ms, 3000);
+    }
+
+    fn serve_args(extra: &[&str]) -> ServeArgs {
+        let mut argv = vec!["mnemo", "--database-url", "postgres://x/y", "serve"];
+        argv.extend_from_slice(extra);
+        let Command::Serve(args) = Cli::try_parse_from(argv).expect("parse").command else {
+            panic!("not serve");
+        };
+        args
+    }
+
+    #[test]
+    fn default_body_limit_fits_the_largest_context() {
+        let args = serve_args(&[]);
+        assert_eq!(args.max_context_bytes, 8 * 1024 * 1024);
+        assert!(args.check().is_ok());
+    }
+
+    #[test]
+    fn a_body_limit_below_the_context_limit_is_refused() {
+        let args = serve_args(&["--max-body-bytes", "1048576"]);
+        let e = args.check().expect_err("refused");
+        assert!(e.to_string().contains("MNEMO_MAX_CONTEXT_BYTES"), "{e}");
     }
 }
 

@@ -12,6 +12,8 @@ use mnemo_store::{PoolConfig, Store};
 use crate::config::ServeArgs;
 
 pub async fn run(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
+    args.check()?;
+    let llm = args.llm()?;
     let pool = PoolConfig {
         max_connections: args.db_pool,
         acquire_timeout: Duration::from_millis(args.db_acquire_timeout_ms.max(1)),
@@ -35,10 +37,16 @@ pub async fn run(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
         ef_search: args.ef_search,
         vector_index_min_rows: args.vector_index_min_rows,
         audit_archive_days: args.audit_archive_days,
+        max_context_bytes: args.max_context_bytes,
+        context_summary_tokens: args.context_summary_tokens as usize,
         rate: args.rate_limits(),
         ..Limits::default()
     };
-    let state = AppState::new(store.clone(), embedder, limits, admin_key);
+    let mut state = AppState::new(store.clone(), embedder, limits, admin_key);
+    if let Some(llm) = llm {
+        tracing::info!(model = llm.model(), "offloaded contexts are summarized by a chat model");
+        state = state.with_summarizer(llm);
+    }
 
     store.refresh_vector_index_cache().await?;
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use self::candle::CandleBert;
 use self::onnx::OnnxBert;
 pub use self::onnx::OnnxConfig;
-use self::text::TextEncoder;
+use self::text::{TextEncoder, TokenCounter, MAX_TOKENS};
 use crate::{check_text_count, EmbedError, Embedder};
 
 /// The name [`MiniLm`] reports as [`Embedder::model_name`].
@@ -84,6 +84,8 @@ struct Job {
 #[derive(Debug)]
 pub struct MiniLm {
     queue: mpsc::Sender<Job>,
+    /// The worker's vocabulary, for [`Embedder::count_tokens`] on the caller's thread.
+    counter: TokenCounter,
 }
 
 impl MiniLm {
@@ -115,6 +117,7 @@ impl MiniLm {
             }
         };
         let text = TextEncoder::load(dir).map_err(fail)?;
+        let counter = text.counter().map_err(fail)?;
         let mut encoder = Encoder { text, engine };
         let (queue, jobs) = mpsc::channel(QUEUE_CAPACITY);
         std::thread::Builder::new()
@@ -127,7 +130,7 @@ impl MiniLm {
             dir = %dir.display(),
             "embedding model loaded"
         );
-        Ok(Self { queue })
+        Ok(Self { queue, counter })
     }
 }
 
@@ -171,6 +174,15 @@ impl Embedder for MiniLm {
 
     fn model_name(&self) -> &str {
         MODEL_NAME
+    }
+
+    /// 256 WordPiece tokens, `[CLS]` and `[SEP]` included: what the model was trained with.
+    fn max_input_tokens(&self) -> Option<usize> {
+        Some(MAX_TOKENS)
+    }
+
+    fn count_tokens(&self, text: &str) -> Option<usize> {
+        self.counter.count(text)
     }
 
     fn embed(&self, texts: Vec<String>) -> BoxFuture<'_, Result<Vec<Vec<f32>>, EmbedError>> {

@@ -37,6 +37,15 @@ impl TextEncoder {
         Ok(Self { tokenizer })
     }
 
+    /// A counter sharing this tokenizer's vocabulary, without truncation.
+    pub(super) fn counter(&self) -> Result<TokenCounter, String> {
+        let mut tokenizer = self.tokenizer.clone();
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| format!("disabling truncation: {e}"))?;
+        Ok(TokenCounter { tokenizer })
+    }
+
     /// Token ids of each text, with `[CLS]`/`[SEP]`, truncated to [`MAX_TOKENS`].
     pub(super) fn tokenize(&self, texts: &[String]) -> Result<Vec<Vec<u32>>, EmbedError> {
         let inputs: Vec<&str> = texts
@@ -51,6 +60,26 @@ impl TextEncoder {
             .iter()
             .map(|encoding| encoding.get_ids().to_vec())
             .collect())
+    }
+}
+
+/// Counts tokens as [`TextEncoder::tokenize`] produces them (`[CLS]` and `[SEP]` included) but
+/// without truncation or the byte cut, so a caller can tell a text that fits [`MAX_TOKENS`] from
+/// one the model would read only in part.
+pub(super) struct TokenCounter {
+    tokenizer: Tokenizer,
+}
+
+impl std::fmt::Debug for TokenCounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenCounter")
+    }
+}
+
+impl TokenCounter {
+    /// `None` only if the tokenizer fails on the text (it does not on valid UTF-8).
+    pub(super) fn count(&self, text: &str) -> Option<usize> {
+        self.tokenizer.encode(text, true).ok().map(|e| e.len())
     }
 }
 

@@ -224,3 +224,19 @@ fn loading_from_a_directory_without_the_model_fails_clearly() {
         "unexpected error: {error}"
     );
 }
+
+#[test]
+fn token_counts_match_the_reference_and_are_not_truncated() {
+    let model = model();
+    assert_eq!(model.max_input_tokens(), Some(256));
+    for item in reference().items {
+        let counted = model.count_tokens(&item.sentence).expect("a count");
+        if item.n_tokens < 256 {
+            assert_eq!(counted, item.n_tokens, "{:?}", item.sentence);
+        } else {
+            // The reference was truncated at 256; the count is of the whole text.
+            assert!(counted > 256, "{counted} for a text the model truncates");
+        }
+    }
+    assert_eq!(model.count_tokens(""), Some(2), "[CLS] and [SEP]");
+}

@@ -1,6 +1,7 @@
 //! One module per feature, each exporting `router()`.
 
 pub mod admin;
+pub mod contexts;
 pub mod graph;
 pub mod health;
 pub mod maintenance;

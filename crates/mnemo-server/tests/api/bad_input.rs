@@ -282,6 +282,87 @@ fn cases(project: &str, tenant: &str, key_id: &str, policy: &str) -> Vec<Case> {
         case("PUT", "/v1/memories/m1", j(json!({ "content": {"a": 1}, "embedding": vec![f64::MAX; 384] })), 422, "invalid_value"),
         case("PUT", "/v1/memories/m1", j(json!({ "relevance_score": 0.5 })), 422, "invalid_body"),
         case("DELETE", format!("/v1/memories/{long_id}"), Body::None, 404, "memory_not_found"),
+        // POST /v1/contexts
+        case("POST", "/v1/contexts", raw(r#"{"messages": [{"role": "user", "content": "x"}],}"#), 400, "malformed_json"),
+        case("POST", "/v1/contexts", raw(r#"{"messages": [{"role": "user", "content": "x"}"#), 400, "malformed_json"),
+        case("POST", "/v1/contexts", j(json!({})), 422, "invalid_value"),
+        case("POST", "/v1/contexts", j(json!({ "messages": [] })), 422, "invalid_value"),
+        case("POST", "/v1/contexts", j(json!({ "messages": "hello" })), 422, "invalid_value"),
+        case("POST", "/v1/contexts", j(json!({ "messages": [{ "role": "user" }] })), 422, "invalid_value"),
+        case("POST", "/v1/contexts", j(json!({ "messages": [{ "content": "x" }] })), 422, "invalid_value"),
+        case("POST", "/v1/contexts", j(json!({ "messages": [{ "role": 1, "content": "x" }] })), 422, "invalid_value"),
+        case("POST", "/v1/contexts", j(json!({ "messages": [{ "role": "user", "content": null }] })), 422, "invalid_value"),
+        case("POST", "/v1/contexts", j(json!({ "messages": [{ "role": "user", "content": [{ "type": "text" }] }] })), 422, "invalid_value"),
+        case("POST", "/v1/contexts", j(json!({ "messages": [{ "role": "user", "content": "x" }, 7] })), 422, "invalid_value"),
+        case("POST", "/v1/contexts", j(json!({ "messages": [{ "role": "user", "content": "x" }], "text": "y" })), 422, "invalid_value"),
+        case("POST", "/v1/contexts", j(json!({ "text": "" })), 422, "invalid_value"),
+        case("POST", "/v1/contexts", j(json!({ "text": 5 })), 422, "invalid_value"),
+        case("POST", "/v1/contexts", j(json!({ "text": "x", "context_id": "" })), 422, "invalid_value"),
+        case("POST", "/v1/contexts", j(json!({ "text": "x", "context_id": long_id })), 422, "invalid_value"),
+        case("POST", "/v1/contexts", j(json!({ "text": "x", "context_id": 42 })), 422, "invalid_body"),
+        case("POST", "/v1/contexts", j(json!({ "text": "x", "session_id": "nul\u{0}" })), 422, "invalid_value"),
+        case("POST", "/v1/contexts", j(json!({ "text": "x", "relevance_score": 1.5 })), 422, "invalid_value"),
+        case("POST", "/v1/contexts", j(json!({ "text": "x", "metadata": [1] })), 422, "invalid_value"),
+        case("POST", "/v1/contexts", j(json!({ "text": "x", "metadata": nested(40) })), 422, "invalid_value"),
+        case("POST", "/v1/contexts", j(json!({ "text": "x", "metadata": { "m": "x".repeat(70_000) } })), 422, "invalid_value"),
+        case("POST", "/v1/contexts", j(json!({ "text": "x", "expires_at": "2001-01-01T00:00:00Z" })), 422, "invalid_value"),
+        case("POST", "/v1/contexts", j(json!({ "text": "x", "expires_at": "later" })), 422, "invalid_body"),
+        case("POST", "/v1/contexts", j(json!({ "text": "x", "tokenizer": "gpt2" })), 422, "invalid_body"),
+        case("POST", "/v1/contexts", j(json!({ "text": "x", "tenant_id": "someone-else" })), 422, "invalid_body"),
+        case("POST", "/v1/contexts", j(json!({ "text": "x".repeat(9 * 1024 * 1024) })), 413, "context_too_large"),
+        case("POST", "/v1/contexts", j(json!({ "context_id": "c1", "text": "again" })), 409, "context_exists"),
+        // PUT/GET/DELETE /v1/contexts/{context_id}
+        case("PUT", "/v1/contexts/c1", j(json!({ "context_id": "c2", "text": "x" })), 422, "invalid_value"),
+        case("PUT", format!("/v1/contexts/{long_id}"), j(json!({ "text": "x" })), 422, "invalid_value"),
+        case("PUT", "/v1/contexts/c1", j(json!({ "text": ["x"] })), 422, "invalid_value"),
+        case("PUT", "/v1/contexts/c1", j(json!({ "messages": null, "text": null })), 422, "invalid_value"),
+        case("GET", format!("/v1/contexts/{long_id}"), Body::None, 404, "context_not_found"),
+        case("GET", "/v1/contexts/nul%00id", Body::None, 422, "invalid_value"),
+        case("GET", "/v1/contexts/c1?raw=maybe", Body::None, 400, "invalid_query"),
+        case("GET", "/v1/contexts/c1?fields=all", Body::None, 400, "invalid_query"),
+        case("DELETE", format!("/v1/contexts/{long_id}"), Body::None, 404, "context_not_found"),
+        // GET /v1/contexts
+        case("GET", "/v1/contexts?limit=0", Body::None, 422, "invalid_value"),
+        case("GET", "/v1/contexts?limit=501", Body::None, 422, "invalid_value"),
+        case("GET", "/v1/contexts?limit=abc", Body::None, 400, "invalid_query"),
+        case("GET", "/v1/contexts?cursor=garbage!!", Body::None, 400, "invalid_cursor"),
+        case("GET", format!("/v1/contexts{}", query(&[("contains", "{not json")])), Body::None, 400, "invalid_query"),
+        case("GET", format!("/v1/contexts{}", query(&[("contains", &nested(20).to_string())])), Body::None, 422, "invalid_value"),
+        case("GET", format!("/v1/contexts{}", query(&[("contains", &json!(vec![0; 500]).to_string())])), Body::None, 422, "invalid_value"),
+        case("GET", "/v1/contexts?session_id=", Body::None, 422, "invalid_value"),
+        case("GET", "/v1/contexts?created_after=yesterday", Body::None, 400, "invalid_query"),
+        case("GET", "/v1/contexts?tenant_id=other", Body::None, 400, "invalid_query"),
+        // POST /v1/contexts/search
+        case("POST", "/v1/contexts/search", j(json!({})), 422, "invalid_value"),
+        case("POST", "/v1/contexts/search", j(json!({ "query": "" })), 422, "invalid_value"),
+        case("POST", "/v1/contexts/search", j(json!({ "query": "q".repeat(2001) })), 422, "invalid_value"),
+        case("POST", "/v1/contexts/search", j(json!({ "query": "x", "k": 0 })), 422, "invalid_value"),
+        case("POST", "/v1/contexts/search", j(json!({ "query": "x", "k": 101 })), 422, "invalid_value"),
+        case("POST", "/v1/contexts/search", j(json!({ "query": "x", "k": "ten" })), 422, "invalid_body"),
+        case("POST", "/v1/contexts/search", j(json!({ "vector": vec![0.1; 383] })), 422, "invalid_value"),
+        case("POST", "/v1/contexts/search", j(json!({ "vector": vec![0.0; 384] })), 422, "invalid_value"),
+        case("POST", "/v1/contexts/search", j(json!({ "query": "x", "mode": "fuzzy" })), 422, "invalid_body"),
+        case("POST", "/v1/contexts/search", j(json!({ "query": "x", "mode": "vector" })), 422, "invalid_value"),
+        case("POST", "/v1/contexts/search", j(json!({ "vector": vector(1), "mode": "text" })), 422, "invalid_value"),
+        case("POST", "/v1/contexts/search", j(json!({ "query": "x", "filter": { "contains": nested(20) } })), 422, "invalid_value"),
+        case("POST", "/v1/contexts/search", j(json!({ "query": "x", "filter": { "session_id": "" } })), 422, "invalid_value"),
+        case("POST", "/v1/contexts/search", j(json!({ "query": "x", "filter": { "tags": ["a"] } })), 422, "invalid_body"),
+        case("POST", "/v1/contexts/search", j(json!({ "query": "x", "chunks": 3 })), 422, "invalid_body"),
+        // POST /v1/contexts/reconstruct
+        case("POST", "/v1/contexts/reconstruct", j(json!({})), 422, "invalid_body"),
+        case("POST", "/v1/contexts/reconstruct", j(json!({ "query": "x" })), 422, "invalid_body"),
+        case("POST", "/v1/contexts/reconstruct", j(json!({ "query": "x", "token_budget": 0 })), 422, "invalid_value"),
+        case("POST", "/v1/contexts/reconstruct", j(json!({ "query": "x", "token_budget": -5 })), 422, "invalid_value"),
+        case("POST", "/v1/contexts/reconstruct", j(json!({ "query": "x", "token_budget": 1_000_001 })), 422, "invalid_value"),
+        case("POST", "/v1/contexts/reconstruct", j(json!({ "query": "x", "token_budget": 1.5 })), 422, "invalid_body"),
+        case("POST", "/v1/contexts/reconstruct", j(json!({ "query": "x", "token_budget": "ten" })), 422, "invalid_body"),
+        case("POST", "/v1/contexts/reconstruct", j(json!({ "query": "", "token_budget": 100 })), 422, "invalid_value"),
+        case("POST", "/v1/contexts/reconstruct", j(json!({ "query": "   ", "token_budget": 100 })), 422, "invalid_value"),
+        case("POST", "/v1/contexts/reconstruct", j(json!({ "query": "q".repeat(2001), "token_budget": 100 })), 422, "invalid_value"),
+        case("POST", "/v1/contexts/reconstruct", j(json!({ "query": "x", "token_budget": 100, "tokenizer": "gpt2" })), 422, "invalid_body"),
+        case("POST", "/v1/contexts/reconstruct", j(json!({ "query": "x", "token_budget": 100, "order": "random" })), 422, "invalid_body"),
+        case("POST", "/v1/contexts/reconstruct", j(json!({ "query": "x", "token_budget": 100, "session_id": "" })), 422, "invalid_value"),
+        case("POST", "/v1/contexts/reconstruct", j(json!({ "query": "x", "token_budget": 100, "include_memories": "yes" })), 422, "invalid_body"),
         // relationships
         case("POST", "/v1/relationships", j(json!({ "source": "m1", "target": "m1", "relationship_type": "r" })), 422, "invalid_value"),
         case("POST", "/v1/relationships", j(json!({ "source": "m1", "target": "m2", "relationship_type": "" })), 422, "invalid_value"),
@@ -442,7 +523,11 @@ async fn bad_input_on_every_endpoint_is_a_4xx_with_the_error_shape() {
         )
         .await;
     let policy = policy.ok(201)["id"].as_str().expect("id").to_owned();
+    app.post("/v1/contexts", &t.key, json!({ "context_id": "c1", "text": "one" }))
+        .await
+        .ok(201);
     let before = app.get("/v1/memories?include_embedding=true", &t.key).await;
+    let contexts_before = app.get("/v1/contexts?limit=500", &t.key).await;
 
     let mut tally = Tally::default();
     let cases = cases(&t.project_id, &t.tenant_id, &t.key_id, &policy);
@@ -466,6 +551,7 @@ async fn bad_input_on_every_endpoint_is_a_4xx_with_the_error_shape() {
         let path = op
             .path
             .replace("{memory_id}", "m1")
+            .replace("{context_id}", "c1")
             .replace("{tenant_id}", &t.tenant_id)
             .replace("{key_id}", &t.key_id)
             .replace(
@@ -582,6 +668,11 @@ async fn bad_input_on_every_endpoint_is_a_4xx_with_the_error_shape() {
     // Nothing was written by any of it.
     let after = app.get("/v1/memories?include_embedding=true", &t.key).await;
     assert_eq!(before.body, after.body, "bad input changed the memories");
+    let contexts_after = app.get("/v1/contexts?limit=500", &t.key).await;
+    assert_eq!(
+        contexts_before.body, contexts_after.body,
+        "bad input changed the contexts"
+    );
     assert_eq!(app.get("/v1/memories/m1", &t.key).await.body, m1);
     // Every operation that takes any input has bad-input cases.
     let without_input = [
@@ -630,6 +721,7 @@ async fn bodies_over_the_limit_get_413_on_every_endpoint_with_a_body() {
         let path = op
             .path
             .replace("{memory_id}", "m1")
+            .replace("{context_id}", "c1")
             .replace("{tenant_id}", &t.tenant_id)
             .replace("{id}", &Uuid::new_v4().to_string());
         let key = if op.path.starts_with("/v1/admin") {

@@ -111,8 +111,21 @@ impl TestApp {
         embedder: Option<Arc<dyn Embedder>>,
         admin_key: AdminKey,
     ) -> TestApp {
+        Self::spawn_configured(limits, embedder, admin_key, None).await
+    }
+
+    /// [`TestApp::spawn_full`], with contexts summarized by `summarizer` when given.
+    pub async fn spawn_configured(
+        limits: Limits,
+        embedder: Option<Arc<dyn Embedder>>,
+        admin_key: AdminKey,
+        summarizer: Option<mnemo_server::llm::LlmSummarizer>,
+    ) -> TestApp {
         let db = TestDb::new().await;
-        let state = AppState::new(db.store.clone(), embedder, limits, admin_key);
+        let mut state = AppState::new(db.store.clone(), embedder, limits, admin_key);
+        if let Some(s) = summarizer {
+            state = state.with_summarizer(s);
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a random port");

@@ -15,7 +15,8 @@ use crate::harness::{openapi_operations, vector, Resp, TestApp};
 /// One call of a tenant endpoint. `uri` and `body` may hold the placeholders `{mem}`, `{mem2}`
 /// (memory ids), `{rel}` (relationship id), `{policy}` (policy id), `{policy_name}`, `{marker}`
 /// (a value inside a memory's content), `{tag}`, `{request_id}` (of a request of the tenant) and
-/// `{vector}` (the embedding of A's `{mem}`) and `{key_id}` (an API key id).
+/// `{vector}` (the embedding of A's `{mem}`), `{key_id}` (an API key id) and `{ctx}` (a context
+/// id).
 pub struct Row {
     pub method: &'static str,
     /// The operation's path in the OpenAPI document.
@@ -59,6 +60,19 @@ pub const ENDPOINTS: &[Row] = &[
     row("PATCH", "/v1/memories/{memory_id}", "/v1/memories/{mem}", Some(r#"{"content":{"text":"overwritten"},"embedding":null,"expires_at":null}"#), 404),
     row("PUT", "/v1/memories/{memory_id}", "/v1/memories/{mem}", Some(r#"{"content":{"text":"b's own"}}"#), 201),
     row("DELETE", "/v1/memories/{memory_id}", "/v1/memories/{mem}", None, 404),
+    // contexts
+    row("POST", "/v1/contexts", "/v1/contexts", Some(r#"{"context_id":"{ctx}","messages":[{"role":"user","content":"b's own"}]}"#), 201),
+    row("GET", "/v1/contexts", "/v1/contexts?session_id={marker}", None, 200),
+    row("GET", "/v1/contexts", "/v1/contexts?contains=%7B%22marker%22%3A%22{marker}%22%7D&limit=500", None, 200),
+    row("PUT", "/v1/contexts/{context_id}", "/v1/contexts/{ctx}", Some(r#"{"text":"b's own"}"#), 201),
+    row("GET", "/v1/contexts/{context_id}", "/v1/contexts/{ctx}", None, 404),
+    row("GET", "/v1/contexts/{context_id}", "/v1/contexts/{ctx}?raw=true", None, 404),
+    row("DELETE", "/v1/contexts/{context_id}", "/v1/contexts/{ctx}", None, 404),
+    row("POST", "/v1/contexts/search", "/v1/contexts/search", Some(r#"{"query":"{marker}","mode":"text","k":100}"#), 200),
+    row("POST", "/v1/contexts/search", "/v1/contexts/search", Some(r#"{"vector":{vector},"k":100,"filter":{"session_id":"{marker}"}}"#), 200),
+    row("POST", "/v1/contexts/search", "/v1/contexts/search", Some(r#"{"query":"{marker}","vector":{vector},"mode":"hybrid","filter":{"contains":{"marker":"{marker}"}}}"#), 200),
+    row("POST", "/v1/contexts/reconstruct", "/v1/contexts/reconstruct", Some(r#"{"query":"{marker}","token_budget":100000,"include_memories":true}"#), 200),
+    row("POST", "/v1/contexts/reconstruct", "/v1/contexts/reconstruct", Some(r#"{"query":"{marker} secret","token_budget":5000,"order":"chronological","session_id":"{marker}"}"#), 200),
     // graph
     row("POST", "/v1/relationships", "/v1/relationships", Some(r#"{"source":"{mem}","target":"{mem2}","relationship_type":"related_to"}"#), 404),
     row("GET", "/v1/relationships/{id}", "/v1/relationships/{rel}", None, 404),
@@ -92,11 +106,13 @@ pub struct Ids {
     pub request_id: String,
     pub vector: String,
     pub key_id: String,
+    pub ctx: String,
 }
 
 impl Ids {
-    fn pairs(&self) -> [(&'static str, &str); 10] {
+    fn pairs(&self) -> [(&'static str, &str); 11] {
         [
+            ("{ctx}", &self.ctx),
             ("{mem2}", &self.mem2),
             ("{mem}", &self.mem),
             ("{rel}", &self.rel),
@@ -136,6 +152,7 @@ impl Ids {
             request_id: Uuid::new_v4().to_string(),
             vector: a_vector(),
             key_id: Uuid::new_v4().to_string(),
+            ctx: "ghost-context-1".into(),
         }
     }
 }
@@ -195,6 +212,8 @@ async fn snapshot(app: &TestApp, key: &str, ids: &Ids) -> Value {
         format!("/v1/memories/{}/graph?depth=3", ids.mem),
         format!("/v1/policies/{}", ids.policy),
         "/v1/policies".to_owned(),
+        format!("/v1/contexts/{}", ids.ctx),
+        "/v1/contexts?limit=500".to_owned(),
         "/v1/usage".to_owned(),
     ] {
         let r = app.get(&path, key).await;
@@ -236,6 +255,16 @@ async fn tenant_b_using_tenant_a_ids_gets_what_unknown_ids_get() {
             json!({ "name": "alpha-policy", "resource_type": "contexts", "permissions": ["read"] }),
         )
         .await;
+    // A context holding A's marker and secret, in a session named like the marker.
+    app.post(
+        "/v1/contexts",
+        &a.key,
+        json!({ "context_id": "alpha-context-1", "session_id": "alpha-marker",
+                "metadata": { "marker": "alpha-marker" },
+                "messages": [{ "role": "user", "content": format!("alpha-marker {secret}") }] }),
+    )
+    .await
+    .ok(201);
     let a_ids = Ids {
         mem: "alpha-note-1".into(),
         mem2: "alpha-note-2".into(),
@@ -247,6 +276,7 @@ async fn tenant_b_using_tenant_a_ids_gets_what_unknown_ids_get() {
         request_id: created.request_id.clone().expect("x-request-id"),
         vector: a_vector(),
         key_id: a.key_id.clone(),
+        ctx: "alpha-context-1".into(),
     };
     // The request id is A's: A's audit finds it.
     let own = app
@@ -257,6 +287,10 @@ async fn tenant_b_using_tenant_a_ids_gets_what_unknown_ids_get() {
         .await;
     assert_eq!(own.ok(200)["records"].as_array().map(Vec::len), Some(1));
     // The search rows are meaningful: A's own searches find A's memory.
+    let found = app
+        .post("/v1/contexts/search", &a.key, json!({ "query": "alpha-marker", "mode": "text" }))
+        .await;
+    assert_eq!(found.ok(200)["results"][0]["context_id"], "alpha-context-1");
     for body in [
         json!({ "query": "alpha-marker", "mode": "text" }),
         json!({ "vector": vector(3), "k": 1 }),

@@ -19,11 +19,15 @@
 //! - [`data_integrity`]: expired ids reused under every retention policy, overlapping batches,
 //!   maintenance that outlives its client, quotas kept by the usage counters.
 //! - [`rate_limits`]: per key, per tenant, admin key, failed authentication per address.
+//! - [`contexts`]: context offloading: byte-exact round trips (a property test over HTTP),
+//!   reconstruction within budgets, a planted answer found first, order and overlap merging,
+//!   all-or-nothing writes, quotas, expiry, chat-model summaries, isolation.
 
 mod admin;
 mod audit_quota_policy;
 mod auth;
 mod bad_input;
+mod contexts;
 mod data_integrity;
 mod embedding;
 mod graph;

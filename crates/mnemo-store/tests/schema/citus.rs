@@ -82,6 +82,15 @@ async fn every_key_and_foreign_key_of_a_tenant_owned_table_includes_tenant_id() 
     .await
     .expect("catalog");
     assert_eq!(colocated_fks, 2);
+    let chunk_fks: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_constraint
+         WHERE contype = 'f' AND conrelid = 'context_chunks'::regclass
+           AND confrelid = 'offloaded_contexts'::regclass",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("catalog");
+    assert_eq!(chunk_fks, 1);
 }
 
 #[tokio::test]
@@ -188,7 +197,8 @@ async fn vector_and_full_text_indexes_exist() {
     let methods: Vec<(String, String)> = sqlx::query_as(
         "SELECT ic.relname::text, am.amname::text
          FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam
-         WHERE i.indrelid IN ('contextual_memories'::regclass, 'offloaded_contexts'::regclass)",
+         WHERE i.indrelid IN ('contextual_memories'::regclass, 'offloaded_contexts'::regclass,
+                              'context_chunks'::regclass)",
     )
     .fetch_all(db.store.pool())
     .await
@@ -200,4 +210,6 @@ async fn vector_and_full_text_indexes_exist() {
         has("offloaded_contexts_embedding_idx", "hnsw"),
         "{methods:?}"
     );
+    assert!(has("context_chunks_fts_idx", "gin"), "{methods:?}");
+    assert!(has("offloaded_contexts_metadata_idx", "gin"), "{methods:?}");
 }

@@ -7,11 +7,12 @@ use mnemo_store::TenantScope;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::{app_tx, create_memory, db_error, two_tenants, TENANT_OWNED};
+use super::{app_tx, create_context, create_memory, db_error, two_tenants, TENANT_OWNED};
 
-/// Two memories of a tenant, the endpoints of its relationship rows.
+/// Two memories and a context of a tenant: the endpoints of its relationship rows and the parent
+/// of its chunk rows.
 #[derive(Clone, Copy)]
-struct Memories(Uuid, Uuid);
+struct Memories(Uuid, Uuid, Uuid);
 
 /// Inserts one row of `table` that belongs to `tenant` (`peer` is the other tenant, the target of
 /// a sharing rule; `memories` are the tenant's own).
@@ -80,6 +81,13 @@ async fn insert_row(
             "INSERT INTO tenant_usage (tenant_id, memories, content_bytes) VALUES ($1, 2, 40)",
         )
         .bind(tenant),
+        "context_chunks" => sqlx::query(
+            "INSERT INTO context_chunks (tenant_id, offloaded_context_id, ordinal, first_message,
+                 last_message, char_start, char_end, token_count, text)
+             VALUES ($1, $2, (random() * 1e9)::int, 0, 0, 0, 5, 2, 'user: hello')",
+        )
+        .bind(tenant)
+        .bind(memories.2),
         "tenant_daily_activity" => sqlx::query(
             "INSERT INTO tenant_daily_activity (tenant_id, day, action, outcome, operations)
              VALUES ($1, current_date, 'memory.create', 'success', 1)",
@@ -96,10 +104,12 @@ async fn populated(pool: &PgPool) -> (Uuid, Memories, Uuid, Memories) {
     let mem_a = Memories(
         create_memory(pool, a, "a-1").await,
         create_memory(pool, a, "a-2").await,
+        create_context(pool, a, "a-context").await,
     );
     let mem_b = Memories(
         create_memory(pool, b, "b-1").await,
         create_memory(pool, b, "b-2").await,
+        create_context(pool, b, "b-context").await,
     );
     let mut conn = pool.acquire().await.expect("acquire");
     for table in TENANT_OWNED {
