@@ -87,10 +87,7 @@ impl LlmSummarizer {
         if config.timeout.is_zero() {
             return Err(LlmError::Config("the timeout must be positive".into()));
         }
-        let url = format!(
-            "{}/chat/completions",
-            config.base_url.trim_end_matches('/')
-        );
+        let url = format!("{}/chat/completions", config.base_url.trim_end_matches('/'));
         let endpoint = reqwest::Url::parse(&url)
             .map_err(|e| LlmError::Config(format!("{:?} is not a URL: {e}", config.base_url)))?;
         if !matches!(endpoint.scheme(), "http" | "https") {
@@ -168,8 +165,8 @@ impl LlmSummarizer {
                 )));
             }
         }
-        let parsed: ChatResponse = serde_json::from_slice(&bytes)
-            .map_err(|e| LlmError::InvalidResponse(e.to_string()))?;
+        let parsed: ChatResponse =
+            serde_json::from_slice(&bytes).map_err(|e| LlmError::InvalidResponse(e.to_string()))?;
         let text = parsed
             .choices
             .into_iter()

@@ -532,6 +532,9 @@ async fn context_chunk_recall_holds_in_every_tenant_size_bucket() {
                 served.iter().filter(|s| truth.contains(s)).count() as f64 / truth.len() as f64;
         }
         let recall = total / queries as f64;
-        assert!(recall >= 0.99, "chunk recall@10 of the {name} tenant is {recall}");
+        assert!(
+            recall >= 0.99,
+            "chunk recall@10 of the {name} tenant is {recall}"
+        );
     }
 }

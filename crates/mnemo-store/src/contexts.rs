@@ -185,11 +185,9 @@ pub struct Content {
 /// the tenant's quota would be exceeded.
 pub async fn create(tx: &mut TenantTx, c: &NewContext) -> Result<Context> {
     let mut delta = release_expired(tx, Some(&[c.context_id.as_str()][..])).await?;
-    let row: Written = insert(tx, c, false)
-        .await?
-        .ok_or(StoreError::Conflict {
-            constraint: "offloaded_contexts_tenant_id_context_id_key".into(),
-        })?;
+    let row: Written = insert(tx, c, false).await?.ok_or(StoreError::Conflict {
+        constraint: "offloaded_contexts_tenant_id_context_id_key".into(),
+    })?;
     insert_chunks(tx, row.context.id, &c.chunks).await?;
     delta += row.usage();
     usage::charge(tx, delta).await?;
@@ -215,11 +213,13 @@ pub async fn upsert(tx: &mut TenantTx, c: &NewContext) -> Result<(Context, bool)
         .fetch_optional(&mut **tx)
         .await?;
         if let Some((id, old_bytes)) = old {
-            sqlx::query("DELETE FROM context_chunks WHERE tenant_id = $1 AND offloaded_context_id = $2")
-                .bind(tx.tenant_id())
-                .bind(id)
-                .execute(&mut **tx)
-                .await?;
+            sqlx::query(
+                "DELETE FROM context_chunks WHERE tenant_id = $1 AND offloaded_context_id = $2",
+            )
+            .bind(tx.tenant_id())
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
             let row = replace(tx, id, c).await?;
             insert_chunks(tx, id, &c.chunks).await?;
             delta += UsageDelta {
@@ -326,7 +326,10 @@ async fn insert_chunks(tx: &mut TenantTx, context: Uuid, chunks: &[NewChunk]) ->
         let first = (batch * CHUNKS_PER_INSERT) as i32;
         let ordinals: Vec<i32> = (0..part.len() as i32).map(|i| first + i).collect();
         let col = |f: fn(&NewChunk) -> i32| part.iter().map(f).collect::<Vec<i32>>();
-        let texts: Vec<String> = part.iter().map(|c| storable(&c.text).into_owned()).collect();
+        let texts: Vec<String> = part
+            .iter()
+            .map(|c| storable(&c.text).into_owned())
+            .collect();
         let embeddings: Vec<Option<Vector>> = part
             .iter()
             .map(|c| c.embedding.clone().map(Vector::from))
@@ -358,7 +361,10 @@ async fn insert_chunks(tx: &mut TenantTx, context: Uuid, chunks: &[NewChunk]) ->
 /// them that expired (before the ids are used again; waits for rows another transaction holds);
 /// without, up to 1,000 of any (to make room under a quota; skips rows others hold). Returns the
 /// (negative) change to the tenant's usage, which the caller books with its own.
-pub async fn release_expired(tx: &mut TenantTx, context_ids: Option<&[&str]>) -> Result<UsageDelta> {
+pub async fn release_expired(
+    tx: &mut TenantTx,
+    context_ids: Option<&[&str]>,
+) -> Result<UsageDelta> {
     let (contexts, context_bytes): (i64, i64) =
         sqlx::query_as("SELECT * FROM mnemo_release_expired_contexts($1)")
             .bind(context_ids)
@@ -601,7 +607,15 @@ async fn vector_with(
     let candidates = filter.candidates(tx, None).await?;
     search::configure(tx, strategy, ef_search).await?;
     let mut qb = QueryBuilder::new("");
-    push_vector_sql(&mut qb, tx.tenant_id(), &candidates, query, k, filter, strategy);
+    push_vector_sql(
+        &mut qb,
+        tx.tenant_id(),
+        &candidates,
+        query,
+        k,
+        filter,
+        strategy,
+    );
     let hits: std::result::Result<Vec<ChunkHit>, sqlx::Error> =
         qb.build_query_as().fetch_all(&mut **tx).await;
     search::restore(tx, strategy).await?;
@@ -619,7 +633,15 @@ pub async fn explain_vector(
     let candidates = filter.candidates(tx, None).await?;
     search::configure(tx, strategy, 100).await?;
     let mut qb = QueryBuilder::new("EXPLAIN ");
-    push_vector_sql(&mut qb, tx.tenant_id(), &candidates, query, k, filter, strategy);
+    push_vector_sql(
+        &mut qb,
+        tx.tenant_id(),
+        &candidates,
+        query,
+        k,
+        filter,
+        strategy,
+    );
     let lines: Vec<String> = qb.build_query_scalar().fetch_all(&mut **tx).await?;
     search::restore(tx, strategy).await?;
     Ok(lines.join("\n"))
@@ -724,7 +746,9 @@ fn push_text_sql(
         .push_bind(words.to_owned())
         .push(")");
     if let Some(ids) = &candidates.chunks {
-        qb.push(" AND ch.id = ANY(").push_bind(ids.clone()).push(")");
+        qb.push(" AND ch.id = ANY(")
+            .push_bind(ids.clone())
+            .push(")");
     }
     filter.push_conditions(qb, candidates);
     qb.push(" ORDER BY score DESC, c.context_id, ch.ordinal LIMIT ")

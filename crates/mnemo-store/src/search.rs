@@ -309,9 +309,11 @@ impl Store {
 
     /// Whether searches of `table` for this tenant should use its HNSW index (from the cache).
     pub fn has_table_index(&self, table: &VectorTable, tenant: Uuid) -> bool {
-        self.vector_indexes
-            .read()
-            .is_ok_and(|cache| cache.get(table.table).is_some_and(|set| set.contains(&tenant)))
+        self.vector_indexes.read().is_ok_and(|cache| {
+            cache
+                .get(table.table)
+                .is_some_and(|set| set.contains(&tenant))
+        })
     }
 
     /// Reloads the cache of tenants with an HNSW index from the catalog; returns how many
@@ -377,10 +379,10 @@ impl Store {
         }
         let (memories, mut chunks) = result?;
         let indexed_tenants = self.refresh_vector_index_cache().await?;
-        chunks.indexed_tenants = self
-            .vector_indexes
-            .read()
-            .map_or(0, |c| c.get(crate::tenant_index::CONTEXT_CHUNKS.table).map_or(0, HashSet::len));
+        chunks.indexed_tenants = self.vector_indexes.read().map_or(0, |c| {
+            c.get(crate::tenant_index::CONTEXT_CHUNKS.table)
+                .map_or(0, HashSet::len)
+        });
         Ok(IndexReport {
             built: memories.built,
             dropped: memories.dropped,

@@ -190,7 +190,9 @@ impl ServeArgs {
         }
         if self.max_body_bytes < self.max_context_bytes.saturating_add(CONTEXT_BODY_SLACK) {
             bail!(
-                "MNEMO_MAX_BODY_BYTES ({}) must be at least MNEMO_MAX_CONTEXT_BYTES ({}) + 1 MiB,                  or a context of the largest size accepted could not be sent: raise the first or                  lower the second",
+                "MNEMO_MAX_BODY_BYTES ({}) must be at least MNEMO_MAX_CONTEXT_BYTES ({}) + 1 MiB, \
+                 or a context of the largest size accepted could not be sent: raise the first \
+                 or lower the second",
                 self.max_body_bytes,
                 self.max_context_bytes
             );

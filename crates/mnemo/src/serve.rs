@@ -44,7 +44,10 @@ pub async fn run(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
     };
     let mut state = AppState::new(store.clone(), embedder, limits, admin_key);
     if let Some(llm) = llm {
-        tracing::info!(model = llm.model(), "offloaded contexts are summarized by a chat model");
+        tracing::info!(
+            model = llm.model(),
+            "offloaded contexts are summarized by a chat model"
+        );
         state = state.with_summarizer(llm);
     }
 

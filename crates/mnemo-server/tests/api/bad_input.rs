@@ -523,9 +523,13 @@ async fn bad_input_on_every_endpoint_is_a_4xx_with_the_error_shape() {
         )
         .await;
     let policy = policy.ok(201)["id"].as_str().expect("id").to_owned();
-    app.post("/v1/contexts", &t.key, json!({ "context_id": "c1", "text": "one" }))
-        .await
-        .ok(201);
+    app.post(
+        "/v1/contexts",
+        &t.key,
+        json!({ "context_id": "c1", "text": "one" }),
+    )
+    .await
+    .ok(201);
     let before = app.get("/v1/memories?include_embedding=true", &t.key).await;
     let contexts_before = app.get("/v1/contexts?limit=500", &t.key).await;
 

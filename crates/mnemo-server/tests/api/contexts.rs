@@ -32,9 +32,10 @@ pub fn model() -> Arc<dyn Embedder> {
     static MODEL: OnceLock<Arc<MiniLm>> = OnceLock::new();
     MODEL
         .get_or_init(|| {
-            let dir = PathBuf::from(std::env::var_os("MNEMO_MODEL_DIR").expect(
-                "MNEMO_MODEL_DIR is not set: eval \"$(bash scripts/env.sh)\" provides it",
-            ));
+            let dir =
+                PathBuf::from(std::env::var_os("MNEMO_MODEL_DIR").expect(
+                    "MNEMO_MODEL_DIR is not set: eval \"$(bash scripts/env.sh)\" provides it",
+                ));
             let onnx = match (
                 std::env::var_os("MNEMO_ONNX_MODEL"),
                 std::env::var_os("MNEMO_ONNX_RUNTIME"),
@@ -68,10 +69,22 @@ fn tiktoken(tokenizer: &str, text: &str) -> usize {
 }
 
 /// Offloads `messages_json` (raw JSON text) as `context_id`; returns the answer's body.
-async fn offload(app: &TestApp, key: &str, context_id: &str, messages_json: &str, extra: &str) -> Value {
+async fn offload(
+    app: &TestApp,
+    key: &str,
+    context_id: &str,
+    messages_json: &str,
+    extra: &str,
+) -> Value {
     let body = format!(r#"{{"context_id":"{context_id}","messages":{messages_json}{extra}}}"#);
     let r = app
-        .call_raw("POST", "/v1/contexts", Some(key), Some(body.into_bytes()), Some("application/json"))
+        .call_raw(
+            "POST",
+            "/v1/contexts",
+            Some(key),
+            Some(body.into_bytes()),
+            Some("application/json"),
+        )
         .await;
     r.ok(201).clone()
 }
@@ -131,7 +144,8 @@ fn json_value(depth: u32) -> impl Strategy<Value = String> {
     ];
     leaf.prop_recursive(depth, 40, 4, |inner| {
         prop_oneof![
-            prop::collection::vec(inner.clone(), 0..4).prop_map(|v| format!("[ {} ]", v.join(" , "))),
+            prop::collection::vec(inner.clone(), 0..4)
+                .prop_map(|v| format!("[ {} ]", v.join(" , "))),
             prop::collection::vec((string_literal(0, 3), inner), 0..4).prop_map(|f| {
                 let body: Vec<String> = f.into_iter().map(|(k, v)| format!("{k}:{v}")).collect();
                 format!("{{{}}}", body.join(","))
@@ -148,14 +162,22 @@ fn message() -> impl Strategy<Value = String> {
         2 => string_literal(200, 1500),
         1 => "[a-z ]{20,60}".prop_map(|s| format!("\"{}\"", s.repeat(2000))),
     ];
-    (string_literal(0, 3), content, prop::collection::vec(json_value(4), 0..3), any::<bool>())
+    (
+        string_literal(0, 3),
+        content,
+        prop::collection::vec(json_value(4), 0..3),
+        any::<bool>(),
+    )
         .prop_map(|(role, content, extra, role_first)| {
             let mut fields: Vec<String> = extra
                 .into_iter()
                 .enumerate()
                 .map(|(i, v)| format!("\"extra{i}\" : {v}"))
                 .collect();
-            let (r, c) = (format!("\"role\":{role}"), format!("\"content\" :{content}"));
+            let (r, c) = (
+                format!("\"role\":{role}"),
+                format!("\"content\" :{content}"),
+            );
             if role_first {
                 fields.insert(0, c);
                 fields.insert(0, r);
@@ -171,7 +193,8 @@ fn message() -> impl Strategy<Value = String> {
 fn metadata() -> impl Strategy<Value = Value> {
     (1usize..30, string_literal(0, 6)).prop_map(|(depth, s)| {
         // JSONB cannot hold NUL: every other control character.
-        let leaf: Value = serde_json::from_str(&s.replace("\\u0000", "\\u0001")).unwrap_or(Value::Null);
+        let leaf: Value =
+            serde_json::from_str(&s.replace("\\u0000", "\\u0001")).unwrap_or(Value::Null);
         let mut v = json!({ "leaf": leaf, "n": 1.5, "list": [1, "two", null] });
         for i in 0..depth {
             v = json!({ format!("level{i}"): v });
@@ -213,12 +236,16 @@ fn arbitrary_contexts_come_back_identical_through_get_and_raw() {
                 Sent::Messages(raw) => ("messages", raw.clone()),
                 Sent::Text(raw) => ("text", raw.clone()),
             };
-            let body = format!(
-                r#"{{"context_id":"{id}", "{field}" : {raw}, "metadata": {meta}}}"#
-            );
+            let body = format!(r#"{{"context_id":"{id}", "{field}" : {raw}, "metadata": {meta}}}"#);
             rt.block_on(async {
                 let r = app
-                    .call_raw("POST", "/v1/contexts", Some(&t.key), Some(body.into_bytes()), Some("application/json"))
+                    .call_raw(
+                        "POST",
+                        "/v1/contexts",
+                        Some(&t.key),
+                        Some(body.into_bytes()),
+                        Some("application/json"),
+                    )
                     .await;
                 prop_assert_eq!(r.status, 201, "{}", r.text);
                 let got = app.get(&format!("/v1/contexts/{id}"), &t.key).await;
@@ -230,7 +257,9 @@ fn arbitrary_contexts_come_back_identical_through_get_and_raw() {
                 };
                 prop_assert_eq!(back.get(), raw.as_str());
                 prop_assert_eq!(&parsed.metadata, &meta);
-                let exact = app.get(&format!("/v1/contexts/{id}?raw=true"), &t.key).await;
+                let exact = app
+                    .get(&format!("/v1/contexts/{id}?raw=true"), &t.key)
+                    .await;
                 prop_assert_eq!(exact.status, 200);
                 prop_assert_eq!(exact.content_type.as_deref(), Some("application/json"));
                 prop_assert_eq!(&exact.text, &raw);
@@ -245,7 +274,14 @@ async fn a_generated_transcript_is_stored_compressed_and_counted() {
     let app = with_model().await;
     let t = app.new_tenant("tenant-stored").await;
     let g = corpus::generate(7, 3_000);
-    let c = offload(&app, &t.key, "t1", &g.messages_json, r#","tokenizer":"cl100k_base""#).await;
+    let c = offload(
+        &app,
+        &t.key,
+        "t1",
+        &g.messages_json,
+        r#","tokenizer":"cl100k_base""#,
+    )
+    .await;
     assert_eq!(c["kind"], "messages");
     assert_eq!(c["tokenizer"], "cl100k_base");
     assert_eq!(c["message_count"], g.messages);
@@ -262,7 +298,9 @@ async fn a_generated_transcript_is_stored_compressed_and_counted() {
     let usage = app.get("/v1/usage", &t.key).await;
     let u = usage.ok(200);
     assert_eq!(u["offloaded_context_count"], 1);
-    assert!(u["context_bytes"].as_i64().expect("bytes") > c["stored_bytes"].as_i64().expect("stored"));
+    assert!(
+        u["context_bytes"].as_i64().expect("bytes") > c["stored_bytes"].as_i64().expect("stored")
+    );
     // Listing shows it without its messages.
     let page = app.get("/v1/contexts", &t.key).await;
     let listed = &page.ok(200)["contexts"][0];
@@ -284,7 +322,14 @@ async fn a_planted_answer_in_a_long_context_is_found_and_packed_first() {
     offload(&app, &t.key, "needle", &with_fact.messages_json, "").await;
     for seed in [12, 13] {
         let other = corpus::generate(seed, 4_000);
-        offload(&app, &t.key, &format!("hay-{seed}"), &other.messages_json, "").await;
+        offload(
+            &app,
+            &t.key,
+            &format!("hay-{seed}"),
+            &other.messages_json,
+            "",
+        )
+        .await;
     }
     let r = app
         .post(
@@ -299,7 +344,10 @@ async fn a_planted_answer_in_a_long_context_is_found_and_packed_first() {
     assert_eq!(first["context_id"], "needle");
     let prompt = out["prompt"].as_str().expect("prompt");
     let first_block = prompt.split("\n\n[").next().expect("a block");
-    assert!(first_block.contains("7-alpha-tango-93"), "first block: {first_block}");
+    assert!(
+        first_block.contains("7-alpha-tango-93"),
+        "first block: {first_block}"
+    );
     assert!(tiktoken("o200k_base", prompt) <= 1500);
 
     // Search finds it too, in every mode that reads words or meaning.
@@ -313,7 +361,10 @@ async fn a_planted_answer_in_a_long_context_is_found_and_packed_first() {
             .await;
         let best = &s.ok(200)["results"][0];
         assert_eq!(best["context_id"], "needle", "{mode}: {}", s.text);
-        assert!(best["chunks"][0]["snippet"].as_str().expect("snippet").contains("Nightingale"));
+        assert!(best["chunks"][0]["snippet"]
+            .as_str()
+            .expect("snippet")
+            .contains("Nightingale"));
     }
 }
 
@@ -334,7 +385,18 @@ async fn reconstruction_never_exceeds_the_budget() {
         .await
         .ok(201);
     }
-    let words = ["deploy", "database", "error", "cache", "rust", "query", "latency", "migration", "test", "index"];
+    let words = [
+        "deploy",
+        "database",
+        "error",
+        "cache",
+        "rust",
+        "query",
+        "latency",
+        "migration",
+        "test",
+        "index",
+    ];
     let mut rng = StdRng::seed_from_u64(5);
     let mut packed_something = 0;
     for _ in 0..40 {
@@ -344,9 +406,19 @@ async fn reconstruction_never_exceeds_the_budget() {
             2 => rng.gen_range(400..3000),
             _ => rng.gen_range(3000..20000),
         };
-        let query: Vec<&str> = (0..rng.gen_range(1..4)).map(|_| words[rng.gen_range(0..words.len())]).collect();
-        let tokenizer = if rng.gen_bool(0.5) { "o200k_base" } else { "cl100k_base" };
-        let order = if rng.gen_bool(0.5) { "relevance" } else { "chronological" };
+        let query: Vec<&str> = (0..rng.gen_range(1..4))
+            .map(|_| words[rng.gen_range(0..words.len())])
+            .collect();
+        let tokenizer = if rng.gen_bool(0.5) {
+            "o200k_base"
+        } else {
+            "cl100k_base"
+        };
+        let order = if rng.gen_bool(0.5) {
+            "relevance"
+        } else {
+            "chronological"
+        };
         let r = app
             .post(
                 "/v1/contexts/reconstruct",
@@ -358,7 +430,10 @@ async fn reconstruction_never_exceeds_the_budget() {
         let out = r.ok(200);
         let prompt = out["prompt"].as_str().expect("prompt");
         let counted = tiktoken(tokenizer, prompt);
-        assert!(counted <= budget, "{counted} tokens for a budget of {budget}");
+        assert!(
+            counted <= budget,
+            "{counted} tokens for a budget of {budget}"
+        );
         assert_eq!(out["tokens_used"], counted);
         assert_eq!(out["token_budget"], budget);
         let items = out["items"].as_array().expect("items");
@@ -371,12 +446,19 @@ async fn reconstruction_never_exceeds_the_budget() {
     assert!(packed_something > 20, "most budgets hold something");
     // A budget too small for anything: 200, no items, a reason.
     let r = app
-        .post("/v1/contexts/reconstruct", &t.key, json!({ "query": "database", "token_budget": 3 }))
+        .post(
+            "/v1/contexts/reconstruct",
+            &t.key,
+            json!({ "query": "database", "token_budget": 3 }),
+        )
         .await;
     let out = r.ok(200);
     assert_eq!(out["items"], json!([]));
     assert_eq!(out["prompt"], "");
-    assert!(out["reason"].as_str().expect("reason").contains("too small"));
+    assert!(out["reason"]
+        .as_str()
+        .expect("reason")
+        .contains("too small"));
 }
 
 /// A context whose one long message the chunker must cut into overlapping chunks.
@@ -408,7 +490,11 @@ async fn overlapping_chunks_are_merged_not_repeated() {
     let prompt = out["prompt"].as_str().expect("prompt");
     for i in [0, 37, 119] {
         let sentence = format!("Step {i} of the migration moves table shard {i} ");
-        assert_eq!(prompt.matches(&sentence).count(), 1, "{sentence:?} in\n{prompt}");
+        assert_eq!(
+            prompt.matches(&sentence).count(),
+            1,
+            "{sentence:?} in\n{prompt}"
+        );
     }
     let spans: Vec<([u64; 2], [u64; 2])> = out["items"]
         .as_array()
@@ -423,7 +509,10 @@ async fn overlapping_chunks_are_merged_not_repeated() {
     for (x, a) in spans.iter().enumerate() {
         for b in &spans[x + 1..] {
             if a.0 == b.0 && a.0[0] == a.0[1] {
-                assert!(a.1[1] < b.1[0] || b.1[1] < a.1[0], "{a:?} and {b:?} overlap");
+                assert!(
+                    a.1[1] < b.1[0] || b.1[1] < a.1[0],
+                    "{a:?} and {b:?} overlap"
+                );
             }
         }
     }
@@ -434,7 +523,14 @@ async fn chronological_order_reads_contexts_by_time_and_chunks_in_order() {
     let app = with_model().await;
     let t = app.new_tenant("tenant-chrono").await;
     offload(&app, &t.key, "older", &long_message_context(), "").await;
-    offload(&app, &t.key, "newer", &corpus::generate(21, 2_000).messages_json, "").await;
+    offload(
+        &app,
+        &t.key,
+        "newer",
+        &corpus::generate(21, 2_000).messages_json,
+        "",
+    )
+    .await;
     let r = app
         .post(
             "/v1/contexts/reconstruct",
@@ -448,7 +544,12 @@ async fn chronological_order_reads_contexts_by_time_and_chunks_in_order() {
     let rank = |i: &Value| {
         let ctx = if i["context_id"] == "older" { 0 } else { 1 };
         let kind = if i["kind"] == "summary" { 0 } else { 1 };
-        (ctx, kind, i["messages"][0].as_u64().unwrap_or(0), i["chars"][0].as_u64().unwrap_or(0))
+        (
+            ctx,
+            kind,
+            i["messages"][0].as_u64().unwrap_or(0),
+            i["chars"][0].as_u64().unwrap_or(0),
+        )
     };
     for w in items.windows(2) {
         assert!(rank(&w[0]) <= rank(&w[1]), "{} before {}", w[0], w[1]);
@@ -466,7 +567,13 @@ async fn put_upserts_and_post_of_an_existing_id_conflicts() {
     let first = r#"[{"role":"user","content":"The first version of the notes."}]"#;
     let second = corpus::generate(3, 1_500).messages_json;
     let put = |body: String| {
-        app.call_raw("PUT", "/v1/contexts/notes", Some(&t.key), Some(body.into_bytes()), Some("application/json"))
+        app.call_raw(
+            "PUT",
+            "/v1/contexts/notes",
+            Some(&t.key),
+            Some(body.into_bytes()),
+            Some("application/json"),
+        )
     };
     let r = put(format!(r#"{{"messages":{first},"session_id":"s-1"}}"#)).await;
     let created = r.ok(201).clone();
@@ -480,22 +587,40 @@ async fn put_upserts_and_post_of_an_existing_id_conflicts() {
     assert_eq!(raw.text, second);
     // Only the new chunks are searched.
     let s = app
-        .post("/v1/contexts/search", &t.key, json!({ "query": "first version notes", "mode": "text" }))
+        .post(
+            "/v1/contexts/search",
+            &t.key,
+            json!({ "query": "first version notes", "mode": "text" }),
+        )
         .await;
     for r in s.ok(200)["results"].as_array().expect("results") {
         for c in r["chunks"].as_array().expect("chunks") {
-            assert!(!c["snippet"].as_str().expect("snippet").contains("first version"));
+            assert!(!c["snippet"]
+                .as_str()
+                .expect("snippet")
+                .contains("first version"));
         }
     }
     let dup = app
-        .post("/v1/contexts", &t.key, json!({ "context_id": "notes", "text": "again" }))
+        .post(
+            "/v1/contexts",
+            &t.key,
+            json!({ "context_id": "notes", "text": "again" }),
+        )
         .await;
     dup.expect(409, "context_exists");
     let body_mismatch = put(r#"{"context_id":"other","text":"x"}"#.to_owned()).await;
     body_mismatch.expect(422, "invalid_value");
-    assert_eq!(app.get("/v1/usage", &t.key).await.ok(200)["offloaded_context_count"], 1);
-    app.call("DELETE", "/v1/contexts/notes", Some(&t.key), None).await.ok(204);
-    app.get("/v1/contexts/notes", &t.key).await.expect(404, "context_not_found");
+    assert_eq!(
+        app.get("/v1/usage", &t.key).await.ok(200)["offloaded_context_count"],
+        1
+    );
+    app.call("DELETE", "/v1/contexts/notes", Some(&t.key), None)
+        .await
+        .ok(204);
+    app.get("/v1/contexts/notes", &t.key)
+        .await
+        .expect(404, "context_not_found");
     let u = app.get("/v1/usage", &t.key).await;
     assert_eq!(u.ok(200)["offloaded_context_count"], 0);
     assert_eq!(u.body["context_bytes"], 0);
@@ -514,13 +639,21 @@ async fn a_context_over_the_size_limit_is_refused_with_413() {
     let t = app.new_tenant("tenant-413").await;
     let big = json!([{ "role": "user", "content": "x".repeat(70 * 1024) }]);
     let r = app
-        .post("/v1/contexts", &t.key, json!({ "context_id": "big", "messages": big }))
+        .post(
+            "/v1/contexts",
+            &t.key,
+            json!({ "context_id": "big", "messages": big }),
+        )
         .await;
     r.expect(413, "context_too_large");
     let fits = json!([{ "role": "user", "content": "x".repeat(60 * 1024) }]);
-    app.post("/v1/contexts", &t.key, json!({ "context_id": "fits", "messages": fits }))
-        .await
-        .ok(201);
+    app.post(
+        "/v1/contexts",
+        &t.key,
+        json!({ "context_id": "fits", "messages": fits }),
+    )
+    .await
+    .ok(201);
 }
 
 /// An OpenAI-style embeddings endpoint that answers its first `good` calls and fails after.
@@ -547,7 +680,9 @@ async fn flaky_embedder(good: usize) -> (Arc<dyn Embedder>, Arc<AtomicUsize>) {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await });
     let embedder = HttpEmbedder::new(HttpEmbedderConfig {
@@ -570,11 +705,19 @@ async fn an_embedder_failure_mid_way_leaves_nothing() {
     let g = corpus::generate(31, 60_000);
     let body = format!(r#"{{"context_id":"half","messages":{}}}"#, g.messages_json);
     let r = app
-        .call_raw("POST", "/v1/contexts", Some(&t.key), Some(body.into_bytes()), Some("application/json"))
+        .call_raw(
+            "POST",
+            "/v1/contexts",
+            Some(&t.key),
+            Some(body.into_bytes()),
+            Some("application/json"),
+        )
         .await;
     r.expect(503, "embedding_unavailable");
     assert_eq!(calls.load(Ordering::SeqCst), 2);
-    app.get("/v1/contexts/half", &t.key).await.expect(404, "context_not_found");
+    app.get("/v1/contexts/half", &t.key)
+        .await
+        .expect(404, "context_not_found");
     let u = app.get("/v1/usage", &t.key).await;
     assert_eq!(u.ok(200)["offloaded_context_count"], 0);
     let chunks: i64 = sqlx::query_scalar("SELECT count(*) FROM context_chunks")
@@ -590,7 +733,11 @@ async fn a_context_over_the_quota_is_refused_before_anything_is_embedded() {
     let app = TestApp::spawn_with(Limits::default(), Some(embedder)).await;
     let project = app.create_project("quota project").await;
     let t = app
-        .new_tenant_in(&project, "tenant-quota", json!({ "max_storage_bytes": 30_000 }))
+        .new_tenant_in(
+            &project,
+            "tenant-quota",
+            json!({ "max_storage_bytes": 30_000 }),
+        )
         .await;
     let small = r#"[{"role":"user","content":"A short note about the cache."}]"#;
     offload(&app, &t.key, "small", small, "").await;
@@ -598,13 +745,24 @@ async fn a_context_over_the_quota_is_refused_before_anything_is_embedded() {
     let g = corpus::generate(41, 10_000);
     let body = format!(r#"{{"context_id":"large","messages":{}}}"#, g.messages_json);
     let r = app
-        .call_raw("POST", "/v1/contexts", Some(&t.key), Some(body.into_bytes()), Some("application/json"))
+        .call_raw(
+            "POST",
+            "/v1/contexts",
+            Some(&t.key),
+            Some(body.into_bytes()),
+            Some("application/json"),
+        )
         .await;
     r.expect(403, "quota_exceeded");
     assert_eq!(calls.load(Ordering::SeqCst), used, "nothing was embedded");
-    let audit = app.get("/v1/audit?action=context.create&outcome=denied", &t.key).await;
+    let audit = app
+        .get("/v1/audit?action=context.create&outcome=denied", &t.key)
+        .await;
     assert_eq!(audit.ok(200)["records"].as_array().map(Vec::len), Some(1));
-    assert_eq!(app.get("/v1/usage", &t.key).await.ok(200)["offloaded_context_count"], 1);
+    assert_eq!(
+        app.get("/v1/usage", &t.key).await.ok(200)["offloaded_context_count"],
+        1
+    );
 }
 
 #[tokio::test]
@@ -613,11 +771,22 @@ async fn expired_contexts_never_appear_and_the_cleanup_removes_them() {
     let t = app.new_tenant("tenant-expiry").await;
     let soon = (chrono::Utc::now() + chrono::Duration::seconds(3)).to_rfc3339();
     let text = r#"[{"role":"user","content":"The ephemeral deployment token rotates hourly."}]"#;
-    offload(&app, &t.key, "ephemeral", text, &format!(r#","expires_at":"{soon}""#)).await;
+    offload(
+        &app,
+        &t.key,
+        "ephemeral",
+        text,
+        &format!(r#","expires_at":"{soon}""#),
+    )
+    .await;
     offload(&app, &t.key, "lasting", text, "").await;
     tokio::time::sleep(std::time::Duration::from_millis(3300)).await;
-    app.get("/v1/contexts/ephemeral", &t.key).await.expect(404, "context_not_found");
-    app.get("/v1/contexts/ephemeral?raw=true", &t.key).await.expect(404, "context_not_found");
+    app.get("/v1/contexts/ephemeral", &t.key)
+        .await
+        .expect(404, "context_not_found");
+    app.get("/v1/contexts/ephemeral?raw=true", &t.key)
+        .await
+        .expect(404, "context_not_found");
     let page = app.get("/v1/contexts", &t.key).await;
     assert_eq!(page.ok(200)["contexts"].as_array().map(Vec::len), Some(1));
     for body in [
@@ -631,11 +800,20 @@ async fn expired_contexts_never_appear_and_the_cleanup_removes_them() {
         }
     }
     let rebuilt = app
-        .post("/v1/contexts/reconstruct", &t.key, json!({ "query": "ephemeral token", "token_budget": 2000 }))
+        .post(
+            "/v1/contexts/reconstruct",
+            &t.key,
+            json!({ "query": "ephemeral token", "token_budget": 2000 }),
+        )
         .await;
     assert!(!rebuilt.text.contains("\"ephemeral\""), "{}", rebuilt.text);
     let report = app.admin("POST", "/v1/admin/maintenance", None).await;
-    assert_eq!(report.ok(200)["expired_contexts_removed"], 1, "{}", report.text);
+    assert_eq!(
+        report.ok(200)["expired_contexts_removed"],
+        1,
+        "{}",
+        report.text
+    );
     let u = app.get("/v1/usage", &t.key).await;
     assert_eq!(u.ok(200)["offloaded_context_count"], 1);
     // The id is free again.
@@ -650,20 +828,39 @@ async fn expired_contexts_never_appear_and_the_cleanup_removes_them() {
 async fn without_an_embedder_contexts_are_searched_by_text_only() {
     let app = TestApp::spawn().await;
     let t = app.new_tenant("tenant-noembed").await;
-    let c = offload(&app, &t.key, "c1", &corpus::generate(51, 1_500).messages_json, "").await;
+    let c = offload(
+        &app,
+        &t.key,
+        "c1",
+        &corpus::generate(51, 1_500).messages_json,
+        "",
+    )
+    .await;
     assert_eq!(c["has_embedding"], false);
     assert_eq!(c["summary"], Value::Null);
     let s = app
-        .post("/v1/contexts/search", &t.key, json!({ "query": "database" }))
+        .post(
+            "/v1/contexts/search",
+            &t.key,
+            json!({ "query": "database" }),
+        )
         .await;
     assert_eq!(s.ok(200)["mode"], "text");
     let v = app
-        .post("/v1/contexts/search", &t.key, json!({ "query": "database", "mode": "vector" }))
+        .post(
+            "/v1/contexts/search",
+            &t.key,
+            json!({ "query": "database", "mode": "vector" }),
+        )
         .await;
     v.expect(422, "invalid_value");
     assert!(v.text.contains("text"), "{}", v.text);
     let r = app
-        .post("/v1/contexts/reconstruct", &t.key, json!({ "query": "database", "token_budget": 500 }))
+        .post(
+            "/v1/contexts/reconstruct",
+            &t.key,
+            json!({ "query": "database", "token_budget": 500 }),
+        )
         .await;
     assert!(tiktoken("o200k_base", r.ok(200)["prompt"].as_str().expect("prompt")) <= 500);
 }
@@ -687,7 +884,9 @@ async fn chat_stub(summary: Option<&'static str>) -> (String, Arc<AtomicUsize>) 
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await });
     (format!("http://{addr}/v1"), calls)
@@ -702,19 +901,38 @@ async fn app_with_chat(url: String) -> TestApp {
         max_input_tokens: 2_000,
     })
     .expect("summarizer");
-    TestApp::spawn_configured(Limits::default(), Some(model()), AdminKey::configured(ADMIN_KEY), Some(llm)).await
+    TestApp::spawn_configured(
+        Limits::default(),
+        Some(model()),
+        AdminKey::configured(ADMIN_KEY),
+        Some(llm),
+    )
+    .await
 }
 
 #[tokio::test]
 async fn a_configured_chat_model_writes_the_summary() {
-    let (url, calls) = chat_stub(Some("The user and the assistant planned a database migration.")).await;
+    let (url, calls) = chat_stub(Some(
+        "The user and the assistant planned a database migration.",
+    ))
+    .await;
     let app = app_with_chat(url).await;
     let t = app.new_tenant("tenant-llm").await;
     // Over the model's input bound: it gets a sample of the sentences.
-    let c = offload(&app, &t.key, "c1", &corpus::generate(61, 6_000).messages_json, "").await;
+    let c = offload(
+        &app,
+        &t.key,
+        "c1",
+        &corpus::generate(61, 6_000).messages_json,
+        "",
+    )
+    .await;
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(c["summary_method"], "llm:stub-chat");
-    assert_eq!(c["summary"], "The user and the assistant planned a database migration.");
+    assert_eq!(
+        c["summary"],
+        "The user and the assistant planned a database migration."
+    );
     assert_eq!(c["has_embedding"], true);
 }
 
@@ -723,7 +941,14 @@ async fn a_failing_chat_model_falls_back_to_the_extractive_summary() {
     let (url, calls) = chat_stub(None).await;
     let app = app_with_chat(url).await;
     let t = app.new_tenant("tenant-llm-down").await;
-    let c = offload(&app, &t.key, "c1", &corpus::generate(62, 1_500).messages_json, "").await;
+    let c = offload(
+        &app,
+        &t.key,
+        "c1",
+        &corpus::generate(62, 1_500).messages_json,
+        "",
+    )
+    .await;
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(c["summary_method"], "extractive");
     assert!(c["summary"].as_str().is_some_and(|s| !s.is_empty()));
@@ -746,7 +971,11 @@ async fn another_tenants_contexts_chunks_and_reconstructions_never_appear() {
     let secret = corpus::generate_with_fact(72, 1_500, FACT, 0.5).messages_json;
     offload(&app, &a.key, "a-secret", &secret, "").await;
     let a_search = app
-        .post("/v1/contexts/search", &a.key, json!({ "query": "Nightingale launch code", "mode": "text" }))
+        .post(
+            "/v1/contexts/search",
+            &a.key,
+            json!({ "query": "Nightingale launch code", "mode": "text" }),
+        )
         .await;
     assert_eq!(a_search.ok(200)["results"][0]["context_id"], "a-secret");
 
@@ -771,8 +1000,15 @@ async fn another_tenants_contexts_chunks_and_reconstructions_never_appear() {
             )
             .await;
         let out = r.ok(200);
-        assert!(!r.text.contains("a-secret") && !r.text.contains("a-shared"), "{}", r.text);
-        assert!(!out["prompt"].as_str().expect("prompt").contains("7-alpha-tango-93"));
+        assert!(
+            !r.text.contains("a-secret") && !r.text.contains("a-shared"),
+            "{}",
+            r.text
+        );
+        assert!(!out["prompt"]
+            .as_str()
+            .expect("prompt")
+            .contains("7-alpha-tango-93"));
     }
     let page = app.get("/v1/contexts?limit=500", &b.key).await;
     assert_eq!(page.ok(200)["contexts"].as_array().map(Vec::len), Some(1));
@@ -785,7 +1021,14 @@ async fn another_tenants_contexts_chunks_and_reconstructions_never_appear() {
 async fn memories_in_a_reconstruction_follow_the_keys_memory_scope_and_policies() {
     let app = with_model().await;
     let t = app.new_tenant("tenant-mixed").await;
-    offload(&app, &t.key, "c1", &corpus::generate(81, 1_500).messages_json, "").await;
+    offload(
+        &app,
+        &t.key,
+        "c1",
+        &corpus::generate(81, 1_500).messages_json,
+        "",
+    )
+    .await;
     for id in ["open-1", "locked-1"] {
         app.post(
             "/v1/memories",
@@ -802,9 +1045,13 @@ async fn memories_in_a_reconstruction_follow_the_keys_memory_scope_and_policies(
         .expect(403, "insufficient_scope");
     let mut without = body.clone();
     without["include_memories"] = json!(false);
-    app.post("/v1/contexts/reconstruct", &contexts_only, without).await.ok(200);
+    app.post("/v1/contexts/reconstruct", &contexts_only, without)
+        .await
+        .ok(200);
 
-    let (key_id, reader) = app.create_key(&t.tenant_id, &["contexts:read", "memories:read"], None).await;
+    let (key_id, reader) = app
+        .create_key(&t.tenant_id, &["contexts:read", "memories:read"], None)
+        .await;
     app.post(
         "/v1/policies",
         &t.key,

@@ -288,7 +288,11 @@ async fn tenant_b_using_tenant_a_ids_gets_what_unknown_ids_get() {
     assert_eq!(own.ok(200)["records"].as_array().map(Vec::len), Some(1));
     // The search rows are meaningful: A's own searches find A's memory.
     let found = app
-        .post("/v1/contexts/search", &a.key, json!({ "query": "alpha-marker", "mode": "text" }))
+        .post(
+            "/v1/contexts/search",
+            &a.key,
+            json!({ "query": "alpha-marker", "mode": "text" }),
+        )
         .await;
     assert_eq!(found.ok(200)["results"][0]["context_id"], "alpha-context-1");
     for body in [

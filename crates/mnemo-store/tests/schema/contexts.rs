@@ -170,7 +170,10 @@ async fn usage_counts_contexts_with_their_chunks_and_reconcile_agrees() {
     .fetch_one(db.store.pool())
     .await
     .expect("chunk bytes");
-    assert!(bytes > chunk_bytes, "{bytes} counts the chunks ({chunk_bytes})");
+    assert!(
+        bytes > chunk_bytes,
+        "{bytes} counts the chunks ({chunk_bytes})"
+    );
     let reported: (i64, i64) = sqlx::query_as(
         "SELECT offloaded_context_count, context_bytes FROM get_tenant_memory_usage($1)",
     )
@@ -249,7 +252,10 @@ async fn expired_contexts_are_removed_in_batches_with_their_chunks() {
     ));
     tx.rollback().await.expect("rollback");
 
-    assert_eq!(db.store.clean_expired_contexts().await.expect("clean"), 2200);
+    assert_eq!(
+        db.store.clean_expired_contexts().await.expect("clean"),
+        2200
+    );
     let (contexts_left, chunks_left): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM offloaded_contexts), (SELECT count(*) FROM context_chunks)",
     )
@@ -309,7 +315,10 @@ async fn every_context_query_uses_its_index_as_the_application_role() {
     let (a, b) = two_tenants(pool).await;
     fill(pool, a, 6000).await;
     fill(pool, b, 200).await;
-    assert!(db.store.gin_direct(), "the test server's owner is superuser");
+    assert!(
+        db.store.gin_direct(),
+        "the test server's owner is superuser"
+    );
     db.store
         .maintain_vector_indexes(VectorIndexPolicy {
             min_rows: 10_000,
@@ -407,14 +416,16 @@ async fn every_context_query_uses_its_index_as_the_application_role() {
         .expect("exact");
     assert_eq!(used, Strategy::Hnsw);
     let ids = |h: &[contexts::ChunkHit]| h.iter().map(|h| h.chunk_id).collect::<Vec<_>>();
-    let found = ids(&hnsw).iter().filter(|i| ids(&truth).contains(i)).count();
+    let found = ids(&hnsw)
+        .iter()
+        .filter(|i| ids(&truth).contains(i))
+        .count();
     assert!(found >= 9, "HNSW found {found} of the exact top 10");
     tx.rollback().await.expect("rollback");
 }
 
 #[tokio::test]
-async fn without_leakproof_operators_the_candidate_functions_answer_the_same_for_the_tenant_only(
-) {
+async fn without_leakproof_operators_the_candidate_functions_answer_the_same_for_the_tenant_only() {
     let db = TestDb::new().await;
     let pool = db.store.pool();
     let (a, b) = two_tenants(pool).await;
@@ -435,12 +446,13 @@ async fn without_leakproof_operators_the_candidate_functions_answer_the_same_for
             .into_iter()
             .map(|c| c.context_id)
             .collect();
-        let mut found: Vec<String> = contexts::text(&mut tx, "rare42", 100, &ContextFilter::default())
-            .await
-            .expect("text")
-            .into_iter()
-            .map(|h| format!("{}#{}", h.context_id, h.ordinal))
-            .collect();
+        let mut found: Vec<String> =
+            contexts::text(&mut tx, "rare42", 100, &ContextFilter::default())
+                .await
+                .expect("text")
+                .into_iter()
+                .map(|h| format!("{}#{}", h.context_id, h.ordinal))
+                .collect();
         found.sort();
         tx.rollback().await.expect("rollback");
         (listed, found)

@@ -25,8 +25,24 @@ const FACT: &str = "The rollback password for the Kestrel cluster is amber-falco
 const FACT_QUERY: &str = "What is the rollback password for the Kestrel cluster?";
 
 const QUERY_WORDS: &[&str] = &[
-    "deploy", "database", "migration", "error", "cache", "latency", "index", "query", "rust",
-    "python", "test", "rollback", "config", "timeout", "memory", "schema", "tool", "result",
+    "deploy",
+    "database",
+    "migration",
+    "error",
+    "cache",
+    "latency",
+    "index",
+    "query",
+    "rust",
+    "python",
+    "test",
+    "rollback",
+    "config",
+    "timeout",
+    "memory",
+    "schema",
+    "tool",
+    "result",
 ];
 
 #[derive(Serialize)]
@@ -109,7 +125,11 @@ async fn offload_all(
             async move {
                 let raw = serde_json::value::RawValue::from_string(messages)?;
                 client
-                    .post("/v1/contexts", &key, json!({ "context_id": id, "messages": raw }))
+                    .post(
+                        "/v1/contexts",
+                        &key,
+                        json!({ "context_id": id, "messages": raw }),
+                    )
                     .await
             }
         })
@@ -212,21 +232,39 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let mut rng = StdRng::seed_from_u64(args.seed);
 
     // Offload throughput on transcripts of 1k–20k tokens (log-uniform).
-    let key = tenant(&client, &args.admin_key, &project_id, &format!("bc-{run_id}-t")).await?;
+    let key = tenant(
+        &client,
+        &args.admin_key,
+        &project_id,
+        &format!("bc-{run_id}-t"),
+    )
+    .await?;
     let sizes = corpus::log_uniform_sizes(args.seed, args.context_count, 1_000, 20_000);
     let docs: Vec<(String, String)> = sizes
         .iter()
         .enumerate()
-        .map(|(i, &n)| (format!("t{i}"), corpus::generate(args.seed * 1_000 + i as u64, n).messages_json))
+        .map(|(i, &n)| {
+            (
+                format!("t{i}"),
+                corpus::generate(args.seed * 1_000 + i as u64, n).messages_json,
+            )
+        })
         .collect();
     eprintln!("bench: offloading {} contexts of 1k–20k tokens", docs.len());
     let throughput = offload_all(&client, &key, docs, args.context_workers).await?;
 
     // One 100k-token context with a planted fact.
-    let key = tenant(&client, &args.admin_key, &project_id, &format!("bc-{run_id}-l")).await?;
+    let key = tenant(
+        &client,
+        &args.admin_key,
+        &project_id,
+        &format!("bc-{run_id}-l"),
+    )
+    .await?;
     let long = corpus::generate_with_fact(args.seed + 1, 100_000, FACT, 0.5);
     eprintln!("bench: offloading a 100k-token context");
-    let long_context = offload_all(&client, &key, vec![("long".into(), long.messages_json)], 1).await?;
+    let long_context =
+        offload_all(&client, &key, vec![("long".into(), long.messages_json)], 1).await?;
     eprintln!("bench: {} reconstructions over it", args.context_queries);
     let (lat, fill, fact_first) = rebuild(
         &client,
@@ -248,11 +286,21 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     };
 
     // A tenant holding many small contexts.
-    let key = tenant(&client, &args.admin_key, &project_id, &format!("bc-{run_id}-m")).await?;
+    let key = tenant(
+        &client,
+        &args.admin_key,
+        &project_id,
+        &format!("bc-{run_id}-m"),
+    )
+    .await?;
     let docs: Vec<(String, String)> = (0..args.tenant_contexts)
         .map(|i| {
-            let n = rng.gen_range(args.tenant_context_tokens / 2..=args.tenant_context_tokens * 3 / 2);
-            (format!("m{i}"), corpus::generate(args.seed * 7_919 + i as u64, n).messages_json)
+            let n =
+                rng.gen_range(args.tenant_context_tokens / 2..=args.tenant_context_tokens * 3 / 2);
+            (
+                format!("m{i}"),
+                corpus::generate(args.seed * 7_919 + i as u64, n).messages_json,
+            )
         })
         .collect();
     eprintln!(
@@ -344,8 +392,14 @@ fn markdown(r: &Report) -> String {
     let offload = |what: &str, o: &Offload| {
         format!(
             "| {what} | {} | {} | {} | {:.1} s | {:.2} | {:.0} | {:.0} | {:.2} |\n",
-            o.contexts, o.tokens, o.chunks, o.seconds, o.contexts_per_s, o.tokens_per_s,
-            o.chunks_per_s, o.compression_ratio
+            o.contexts,
+            o.tokens,
+            o.chunks,
+            o.seconds,
+            o.contexts_per_s,
+            o.tokens_per_s,
+            o.chunks_per_s,
+            o.compression_ratio
         )
     };
     let rebuild = |what: &str, b: &Rebuild| {

@@ -25,7 +25,9 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use mnemo_core::context::{decompress, CompressionMethod, ContextKind, TokenizerKind};
-use mnemo_core::{check_json, json_values, Invalid, MemoryId, Permission, RelevanceScore, Resource};
+use mnemo_core::{
+    check_json, json_values, Invalid, MemoryId, Permission, RelevanceScore, Resource,
+};
 use mnemo_store::contexts::{self, Context, ContextFilter, Cursor};
 
 use crate::auth::TenantCtx;
@@ -321,8 +323,8 @@ async fn get_context(
         )
             .into_response());
     }
-    let text = String::from_utf8(bytes)
-        .map_err(|_| ApiError::internal("stored context is not UTF-8"))?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| ApiError::internal("stored context is not UTF-8"))?;
     let raw = RawValue::from_string(text)
         .map_err(|e| ApiError::internal(format!("stored context is not JSON: {e}")))?;
     let mut out = ContextOut::from(context);

@@ -46,7 +46,11 @@ struct Cut {
 
 /// Compresses, chunks and counts, off the async runtime (a large context takes a CPU-second or
 /// more).
-async fn cut(captured: CapturedContext, tokenizer: TokenizerKind, embedder: Option<Arc<dyn Embedder>>) -> ApiResult<Cut> {
+async fn cut(
+    captured: CapturedContext,
+    tokenizer: TokenizerKind,
+    embedder: Option<Arc<dyn Embedder>>,
+) -> ApiResult<Cut> {
     tokio::task::spawn_blocking(move || {
         let raw = captured.raw().get().as_bytes();
         let compressed = Compressor::new(DEFAULT_LEVEL, None)
@@ -252,7 +256,10 @@ pub(super) async fn prepare(
     let embedded = i64::from(state.embedder.is_some()) * EMBEDDING_BYTES;
     let estimate = cut.content.len() as i64
         + serde_json::to_vec(&new.metadata).map_or(0, |b| b.len() as i64)
-        + chunks.iter().map(|c| c.text.len() as i64 + embedded).sum::<i64>()
+        + chunks
+            .iter()
+            .map(|c| c.text.len() as i64 + embedded)
+            .sum::<i64>()
         + embedded
         + (state.limits.context_summary_tokens as i64) * 4;
     authorize_write(state, ctx, op, estimate).await?;

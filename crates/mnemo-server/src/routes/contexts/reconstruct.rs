@@ -136,7 +136,9 @@ pub(super) async fn reconstruct(
     };
     let query = plan(&state, &ctx, &op, Some(input.query), None, Some(mode)).await?;
     // Enough chunks to fill the budget about twice over with the usual 100–200-token chunks.
-    let n = i64::try_from(budget / 64).unwrap_or(MAX_CHUNKS).clamp(16, MAX_CHUNKS);
+    let n = i64::try_from(budget / 64)
+        .unwrap_or(MAX_CHUNKS)
+        .clamp(16, MAX_CHUNKS);
     let m = (n / 4).clamp(4, MAX_MEMORIES);
     let chunk_strategy = strategy_for(&state, &ctx);
     let memory_strategy = if state.store.has_vector_index(ctx.key.scope.tenant_id()) {

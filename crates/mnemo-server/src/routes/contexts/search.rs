@@ -217,7 +217,11 @@ pub(super) async fn find(
     strategy: Strategy,
     ef_search: i32,
 ) -> ApiResult<(Vec<Ranked>, Strategy)> {
-    let depth = if query.mode == Mode::Hybrid { depth.max(k) } else { k };
+    let depth = if query.mode == Mode::Hybrid {
+        depth.max(k)
+    } else {
+        k
+    };
     let (vector_hits, strategy) = match &query.vector {
         Some(v) if query.mode != Mode::Text => {
             contexts::vector(tx, v, depth, filter, strategy, ef_search).await?
@@ -313,7 +317,16 @@ pub(super) async fn search_contexts(
     let mode = query.mode;
     let (ranked, strategy) = run(&state, &ctx, op, |tx| {
         Box::pin(async move {
-            find(tx, &query, k, (k * 4).min(400), &filter, strategy, ef_search).await
+            find(
+                tx,
+                &query,
+                k,
+                (k * 4).min(400),
+                &filter,
+                strategy,
+                ef_search,
+            )
+            .await
         })
     })
     .await?;
