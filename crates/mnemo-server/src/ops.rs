@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use mnemo_core::{Permission, Resource};
 use mnemo_store::audit::{self, AuditEntry};
 use mnemo_store::policies::Rules;
-use mnemo_store::TenantTx;
+use mnemo_store::{usage, TenantTx};
 
 use crate::auth::TenantCtx;
 use crate::error::{ApiError, ApiResult, AuditedRefusal};
@@ -24,6 +24,9 @@ pub struct Op {
     pub resource_id: String,
     /// The status a success answers with.
     pub success: StatusCode,
+    /// What a write adds at least (memories, storage bytes), for the quota pre-check of
+    /// [`authorize`]; `None` for operations that may also free space (upsert, update).
+    pub growth: Option<(i64, i64)>,
 }
 
 impl Op {
@@ -40,7 +43,16 @@ impl Op {
             // PostgreSQL text cannot hold NUL, and the audit row must be written anyway.
             resource_id: id.into().replace('\0', "\u{fffd}"),
             success: StatusCode::OK,
+            growth: None,
         }
+    }
+
+    /// Declares that the operation adds at least `memories` memories and `bytes` bytes, so that
+    /// [`authorize`] refuses a write that cannot fit the tenant's quota before anything is
+    /// embedded. An underestimate is safe ([`run`]'s transaction checks the quota exactly).
+    pub fn grows(mut self, memories: i64, bytes: i64) -> Self {
+        self.growth = Some((memories, bytes));
+        self
     }
 
     pub fn created(mut self) -> Self {
@@ -96,7 +108,8 @@ pub fn policy_denied(resource: Resource, permission: Permission, id: &str) -> Ap
 }
 
 /// Checks, before any costly preparation (embedding texts, calling a provider), that `op` would
-/// be allowed: the key's scopes, then the tenant's access policies in a short transaction. A
+/// be allowed: the key's scopes, then the tenant's access policies and, for a write that declares
+/// its [`Op::grows`], the tenant's quota headroom, in a short transaction. A
 /// refusal is audited exactly as [`run`] audits it. [`run`] checks again, authoritatively, in
 /// the transaction that does the work.
 pub async fn authorize(state: &AppState, ctx: &TenantCtx, op: &Op) -> ApiResult<()> {
@@ -105,17 +118,20 @@ pub async fn authorize(state: &AppState, ctx: &TenantCtx, op: &Op) -> ApiResult<
         return Err(err.audited());
     }
     let mut tx = begin(state, ctx).await?;
-    let rules = Rules::load(&mut tx, op.resource.as_str()).await;
+    let checked = async {
+        let rules = Rules::load(&mut tx, op.resource.as_str()).await?;
+        check_policy(&rules, op)?;
+        if let Some((memories, bytes)) = op.growth {
+            usage::check_headroom(&mut tx, memories, bytes).await?;
+        }
+        Ok::<(), ApiError>(())
+    }
+    .await;
     let _ = tx.rollback().await;
-    if let Err(err) = rules
-        .map_err(ApiError::from)
-        .and_then(|r| check_policy(&r, op))
-    {
+    if let Err(err) = checked {
         audit_refusal(state, ctx, op, &err).await;
         return Err(err.audited());
     }
-    // The quota pre-check of writes belongs here, once usage counters make it cheap: a write
-    // that cannot fit is then refused before its texts are embedded.
     Ok(())
 }
 
