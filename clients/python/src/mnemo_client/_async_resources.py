@@ -1,0 +1,549 @@
+"""Resources of the asynchronous client (:class:`mnemo_client.AsyncMnemo`): the same methods as
+the synchronous ones (see ``_resources.py`` for the documentation), awaited."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+from . import _calls as c
+from ._base import OMIT, AsyncSender
+from ._pagination import Page, AsyncPaginator
+from .types import (
+    ApiKey,
+    AuditRecord,
+    CreatedKey,
+    Direction,
+    Graph,
+    IsolationLevel,
+    MaintenanceReport,
+    Memory,
+    Neighbours,
+    NewMemory,
+    Policy,
+    Project,
+    Relationship,
+    SearchFilter,
+    SearchMode,
+    SearchResult,
+    Tenant,
+    Usage,
+)
+
+JSONObject = Dict[str, Any]
+
+
+class _AsyncResource:
+    def __init__(self, sender: AsyncSender) -> None:
+        self._sender = sender
+
+
+class AsyncMemories(_AsyncResource):
+    """``/v1/memories``: create, read, update, delete, list and search memories."""
+
+    async def create(
+        self,
+        content: Any,
+        *,
+        memory_id: Optional[str] = None,
+        tags: Optional[Sequence[str]] = None,
+        metadata: Optional[JSONObject] = None,
+        relevance_score: Optional[float] = None,
+        embedding: Optional[Sequence[float]] = None,
+        expires_at: Optional[datetime] = None,
+    ) -> Memory:
+        """Create a memory. ``content`` is any JSON value but null; its text is embedded by the
+        server unless ``embedding`` (384 floats) is given. Raises :class:`ConflictError`
+        (``memory_exists``) when ``memory_id`` is taken.
+
+        Example::
+
+            m = await client.memories.create({"text": "The user prefers dark mode."}, memory_id="m1",
+                                       tags=["prefs"])
+        """
+        return await self._sender.send(
+            c.create_memory(content, memory_id, tags, metadata, relevance_score, embedding, expires_at)
+        )
+
+    async def upsert(
+        self,
+        memory_id: str,
+        content: Any,
+        *,
+        tags: Optional[Sequence[str]] = None,
+        metadata: Optional[JSONObject] = None,
+        relevance_score: Optional[float] = None,
+        embedding: Optional[Sequence[float]] = None,
+        expires_at: Optional[datetime] = None,
+    ) -> Memory:
+        """Create the memory ``memory_id`` or replace it whole (``PUT``).
+
+        Example::
+
+            await client.memories.upsert("profile", {"name": "Ada", "theme": "dark"})
+        """
+        return await self._sender.send(
+            c.upsert_memory(memory_id, content, tags, metadata, relevance_score, embedding, expires_at)
+        )
+
+    async def batch(self, memories: Sequence[Union[NewMemory, Mapping[str, Any]]]) -> List[Memory]:
+        """Create up to 1,000 memories at once, all or nothing.
+
+        Example::
+
+            await client.memories.batch([{"content": "a"}, NewMemory(content="b", tags=["x"])])
+        """
+        return await self._sender.send(c.batch_memories(memories))
+
+    async def get(self, memory_id: str, *, include_embedding: bool = False) -> Memory:
+        """One memory. Raises :class:`NotFoundError` for an unknown id or another tenant's.
+
+        Example::
+
+            m = await client.memories.get("m1")
+        """
+        return await self._sender.send(c.get_memory(memory_id, include_embedding))
+
+    async def update(
+        self,
+        memory_id: str,
+        *,
+        content: Any = OMIT,
+        relevance_score: Optional[float] = OMIT,
+        tags: Optional[Sequence[str]] = OMIT,
+        metadata: Optional[JSONObject] = OMIT,
+        embedding: Optional[Sequence[float]] = OMIT,
+        expires_at: Optional[datetime] = OMIT,
+    ) -> Memory:
+        """Change some fields (``PATCH``); fields not given stay as they are. ``embedding=None``
+        removes the vector and ``expires_at=None`` the expiry. New content without an ``embedding``
+        is re-embedded by the server.
+
+        Example::
+
+            await client.memories.update("m1", relevance_score=0.9, tags=["prefs", "ui"])
+        """
+        return await self._sender.send(
+            c.update_memory(
+                memory_id,
+                content=content,
+                relevance_score=relevance_score,
+                tags=list(tags) if tags else tags,
+                metadata=metadata,
+                embedding=list(embedding) if embedding else embedding,
+                expires_at=expires_at,
+            )
+        )
+
+    async def delete(self, memory_id: str) -> None:
+        """Delete a memory (and its relationships).
+
+        Example::
+
+            await client.memories.delete("m1")
+        """
+        await self._sender.send(c.delete_memory(memory_id))
+
+    async def list_page(
+        self,
+        *,
+        limit: Optional[int] = None,
+        cursor: Optional[str] = None,
+        contains: Any = None,
+        tags: Optional[Sequence[str]] = None,
+        any_tags: Optional[Sequence[str]] = None,
+        min_relevance: Optional[float] = None,
+        max_relevance: Optional[float] = None,
+        created_after: Optional[datetime] = None,
+        created_before: Optional[datetime] = None,
+        include_embedding: bool = False,
+    ) -> Page[Memory]:
+        """One page of memories, newest first; pass ``next_cursor`` as ``cursor`` for the next."""
+        return await self._sender.send(
+            c.list_memories(
+                limit,
+                cursor,
+                contains,
+                tags,
+                any_tags,
+                min_relevance,
+                max_relevance,
+                created_after,
+                created_before,
+                include_embedding,
+            )
+        )
+
+    def list(
+        self,
+        *,
+        limit: Optional[int] = None,
+        cursor: Optional[str] = None,
+        contains: Any = None,
+        tags: Optional[Sequence[str]] = None,
+        any_tags: Optional[Sequence[str]] = None,
+        min_relevance: Optional[float] = None,
+        max_relevance: Optional[float] = None,
+        created_after: Optional[datetime] = None,
+        created_before: Optional[datetime] = None,
+        include_embedding: bool = False,
+    ) -> AsyncPaginator[Memory]:
+        """Every memory matching the filters, newest first, fetched ``limit`` (page size) at a time.
+
+        ``contains`` is JSON the content must contain (``@>``); ``tags`` must all be present,
+        ``any_tags`` at least one.
+
+        Example::
+
+            async for m in client.memories.list(tags=["prefs"], min_relevance=0.5):
+                print(m.memory_id, m.content)
+        """
+        return AsyncPaginator(
+            lambda cur: self.list_page(
+                limit=limit,
+                cursor=cur,
+                contains=contains,
+                tags=tags,
+                any_tags=any_tags,
+                min_relevance=min_relevance,
+                max_relevance=max_relevance,
+                created_after=created_after,
+                created_before=created_before,
+                include_embedding=include_embedding,
+            ),
+            cursor,
+        )
+
+    async def search(
+        self,
+        query: Optional[str] = None,
+        *,
+        vector: Optional[Sequence[float]] = None,
+        k: Optional[int] = None,
+        mode: Optional[SearchMode] = None,
+        filter: Union[SearchFilter, Mapping[str, Any], None] = None,
+        min_similarity: Optional[float] = None,
+        expand: bool = False,
+        include_embedding: bool = False,
+    ) -> SearchResult:
+        """Search by meaning, by words, or both (``mode``: ``vector``, ``text``, ``hybrid``).
+
+        Example::
+
+            hits = await client.memories.search("UI theme preference", k=5)
+            for hit in hits.results:
+                print(hit.score, hit.memory.content)
+        """
+        return await self._sender.send(
+            c.search_memories(query, vector, k, mode, filter, min_similarity, expand, include_embedding)
+        )
+
+    async def neighbours(
+        self,
+        memory_id: str,
+        *,
+        direction: Optional[Direction] = None,
+        relationship_type: Optional[str] = None,
+        limit: Optional[int] = None,
+    ) -> Neighbours:
+        """The relationships of a memory (``direction``: ``out``, ``in`` or ``both``).
+
+        Example::
+
+            for rel in (await client.memories.neighbours("m1", direction="out")).relationships:
+                print(rel.relationship_type, rel.target)
+        """
+        return await self._sender.send(c.neighbours(memory_id, direction, relationship_type, limit))
+
+    async def graph(
+        self,
+        memory_id: str,
+        *,
+        depth: Optional[int] = None,
+        direction: Optional[Direction] = None,
+        relationship_type: Optional[str] = None,
+        max_nodes: Optional[int] = None,
+    ) -> Graph:
+        """The knowledge graph around a memory, up to ``depth`` hops (safe on cycles).
+
+        Example::
+
+            g = await client.memories.graph("m1", depth=2)
+            print([(n.depth, n.memory.memory_id) for n in g.nodes])
+        """
+        return await self._sender.send(c.graph(memory_id, depth, direction, relationship_type, max_nodes))
+
+
+class AsyncRelationships(_AsyncResource):
+    """``/v1/relationships``: typed, weighted edges between memories."""
+
+    async def create(
+        self,
+        source: str,
+        target: str,
+        relationship_type: str,
+        *,
+        weight: Optional[float] = None,
+        metadata: Optional[JSONObject] = None,
+    ) -> Relationship:
+        """Link two memories by their ``memory_id``.
+
+        Example::
+
+            rel = await client.relationships.create("m1", "m2", "supports", weight=0.8)
+        """
+        return await self._sender.send(c.create_relationship(source, target, relationship_type, weight, metadata))
+
+    async def get(self, id: str) -> Relationship:
+        """One relationship by its id."""
+        return await self._sender.send(c.get_relationship(id))
+
+    async def delete(self, id: str) -> None:
+        """Delete a relationship."""
+        await self._sender.send(c.delete_relationship(id))
+
+
+class AsyncPolicies(_AsyncResource):
+    """``/v1/policies``: access policies that narrow what the tenant's keys may do."""
+
+    async def create(
+        self,
+        name: str,
+        resource_type: str,
+        permissions: Sequence[str],
+        *,
+        resource_pattern: Optional[str] = None,
+        api_key_id: Optional[str] = None,
+        conditions: Optional[JSONObject] = None,
+        is_active: Optional[bool] = None,
+    ) -> Policy:
+        """Create a policy. ``resource_pattern`` is ``*``, a prefix like ``notes-*`` or an exact id.
+
+        Example::
+
+            await client.policies.create("read-notes", "memories", ["read"], resource_pattern="notes-*")
+        """
+        return await self._sender.send(
+            c.create_policy(name, resource_type, permissions, resource_pattern, api_key_id, conditions, is_active)
+        )
+
+    async def get(self, id: str) -> Policy:
+        return await self._sender.send(c.get_policy(id))
+
+    async def update(self, id: str, *, is_active: bool) -> Policy:
+        """Switch a policy on or off."""
+        return await self._sender.send(c.update_policy(id, is_active))
+
+    async def delete(self, id: str) -> None:
+        await self._sender.send(c.delete_policy(id))
+
+    async def list_page(self, *, limit: Optional[int] = None, cursor: Optional[str] = None) -> Page[Policy]:
+        return await self._sender.send(c.list_policies(limit, cursor))
+
+    def list(self, *, limit: Optional[int] = None) -> AsyncPaginator[Policy]:
+        """Every policy, oldest first.
+
+        Example::
+
+            names = [p.name async for p in client.policies.list()]
+        """
+        return AsyncPaginator(lambda cur: self.list_page(limit=limit, cursor=cur))
+
+
+class AsyncUsageResource(_AsyncResource):
+    """``/v1/usage``."""
+
+    async def get(self) -> Usage:
+        """The tenant's usage and quotas.
+
+        Example::
+
+            print((await client.usage.get()).active_memories)
+        """
+        return await self._sender.send(c.usage())
+
+
+class AsyncAudit(_AsyncResource):
+    """``/v1/audit``: the tenant's own audit trail, newest first."""
+
+    async def list_page(
+        self,
+        *,
+        limit: Optional[int] = None,
+        cursor: Optional[str] = None,
+        action: Optional[str] = None,
+        outcome: Optional[str] = None,
+        request_id: Optional[str] = None,
+        since: Optional[datetime] = None,
+        until: Optional[datetime] = None,
+    ) -> Page[AuditRecord]:
+        return await self._sender.send(c.list_audit(limit, cursor, action, outcome, request_id, since, until))
+
+    def list(
+        self,
+        *,
+        limit: Optional[int] = None,
+        action: Optional[str] = None,
+        outcome: Optional[str] = None,
+        request_id: Optional[str] = None,
+        since: Optional[datetime] = None,
+        until: Optional[datetime] = None,
+    ) -> AsyncPaginator[AuditRecord]:
+        """Audit records matching the filters (``action`` like ``memory.create``; ``outcome``
+        ``success``, ``denied``, ``not_found``...).
+
+        Example::
+
+            async for rec in client.audit.list(action="memory.create"):
+                print(rec.created_at, rec.resource_id)
+        """
+        return AsyncPaginator(
+            lambda cur: self.list_page(
+                limit=limit, cursor=cur, action=action, outcome=outcome,
+                request_id=request_id, since=since, until=until,
+            )
+        )
+
+
+class AsyncProjects(_AsyncResource):
+    """``/v1/admin/projects`` (admin key)."""
+
+    async def create(
+        self,
+        name: str,
+        owner_id: str,
+        *,
+        description: Optional[str] = None,
+        settings: Optional[JSONObject] = None,
+    ) -> Project:
+        """Example::
+
+            project = await admin.admin.projects.create("my-project", "user123")
+        """
+        return await self._sender.send(c.create_project(name, owner_id, description, settings))
+
+    async def get(self, id: str) -> Project:
+        return await self._sender.send(c.get_project(id))
+
+    async def update(
+        self,
+        id: str,
+        *,
+        name: Optional[str] = OMIT,
+        owner_id: Optional[str] = OMIT,
+        description: Optional[str] = OMIT,
+        settings: Optional[JSONObject] = OMIT,
+    ) -> Project:
+        return await self._sender.send(
+            c.update_project(id, name=name, owner_id=owner_id, description=description, settings=settings)
+        )
+
+    async def delete(self, id: str, *, cascade: bool = False) -> None:
+        """Delete a project; refused (409 ``project_has_tenants``) while it has tenants unless
+        ``cascade=True``."""
+        await self._sender.send(c.delete_project(id, cascade))
+
+    def list(self, *, limit: int = 100) -> AsyncPaginator[Project]:
+        """Every project, ``limit`` per request."""
+        return AsyncPaginator(lambda after: self._sender.send(c.list_projects(limit, after)))
+
+
+class AsyncTenants(_AsyncResource):
+    """``/v1/admin/tenants`` (admin key)."""
+
+    async def create(
+        self,
+        tenant_id: str,
+        project_id: str,
+        name: str,
+        *,
+        isolation_level: Optional[IsolationLevel] = None,
+        encryption_enabled: Optional[bool] = None,
+        settings: Optional[JSONObject] = None,
+        max_memories: Optional[int] = None,
+        max_storage_bytes: Optional[int] = None,
+    ) -> Tenant:
+        """Example::
+
+            await admin.admin.tenants.create("tenant-001", project.id, "Production", max_memories=10_000)
+        """
+        return await self._sender.send(
+            c.create_tenant(
+                tenant_id, project_id, name,
+                isolation_level=isolation_level, encryption_enabled=encryption_enabled,
+                settings=settings, max_memories=max_memories, max_storage_bytes=max_storage_bytes,
+            )
+        )
+
+    async def get(self, tenant_id: str) -> Tenant:
+        return await self._sender.send(c.get_tenant(tenant_id))
+
+    async def update(
+        self,
+        tenant_id: str,
+        *,
+        name: Optional[str] = OMIT,
+        isolation_level: Optional[IsolationLevel] = OMIT,
+        encryption_enabled: Optional[bool] = OMIT,
+        settings: Optional[JSONObject] = OMIT,
+        is_active: Optional[bool] = OMIT,
+        max_memories: Optional[int] = OMIT,
+        max_storage_bytes: Optional[int] = OMIT,
+    ) -> Tenant:
+        """Change some fields; ``max_memories=None`` / ``max_storage_bytes=None`` lift a quota."""
+        return await self._sender.send(
+            c.update_tenant(
+                tenant_id, name=name, isolation_level=isolation_level,
+                encryption_enabled=encryption_enabled, settings=settings, is_active=is_active,
+                max_memories=max_memories, max_storage_bytes=max_storage_bytes,
+            )
+        )
+
+    async def delete(self, tenant_id: str) -> None:
+        await self._sender.send(c.delete_tenant(tenant_id))
+
+    def list(self, *, project_id: Optional[str] = None, limit: int = 100) -> AsyncPaginator[Tenant]:
+        """Every tenant (of one project, if given), ``limit`` per request."""
+        return AsyncPaginator(lambda after: self._sender.send(c.list_tenants(project_id, limit, after)))
+
+
+class AsyncKeys(_AsyncResource):
+    """``/v1/admin/tenants/{tenant_id}/keys`` (admin key)."""
+
+    async def create(
+        self,
+        tenant_id: str,
+        name: str,
+        scopes: Sequence[str],
+        *,
+        expires_at: Optional[datetime] = None,
+    ) -> CreatedKey:
+        """Create a key; its ``secret`` is in this answer only.
+
+        Example::
+
+            key = await admin.admin.keys.create("tenant-001", "agent", ["memories:read", "memories:write"])
+            client = AsyncMnemo(api_key=key.secret)
+        """
+        return await self._sender.send(c.create_key(tenant_id, name, scopes, expires_at))
+
+    async def list(self, tenant_id: str) -> List[ApiKey]:
+        return await self._sender.send(c.list_keys(tenant_id))
+
+    async def revoke(self, tenant_id: str, key_id: str) -> ApiKey:
+        """Revoke a key; it stops working on the next request."""
+        return await self._sender.send(c.revoke_key(tenant_id, key_id))
+
+
+class AsyncAdmin(_AsyncResource):
+    """The admin surface: ``projects``, ``tenants``, ``keys`` and ``run_maintenance()``."""
+
+    def __init__(self, sender: AsyncSender) -> None:
+        super().__init__(sender)
+        self.projects = AsyncProjects(sender)
+        self.tenants = AsyncTenants(sender)
+        self.keys = AsyncKeys(sender)
+
+    async def run_maintenance(self) -> MaintenanceReport:
+        """Run the background upkeep now (expired memories, partitions, analytics, usage)."""
+        return await self._sender.send(c.run_maintenance())
