@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Dict, List, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 __all__ = [
     "Memory",
@@ -237,7 +237,7 @@ class CreatedKey(ApiKey):
 
 class MaintenanceReport(_Model):
     analytics_refreshed: bool
-    errors: List[Any] = Field(default_factory=list)
+    errors: List[Any]
     partitions_created: Optional[int] = None
     expired_memories_removed: Optional[int] = None
     audit_rows_archived: Optional[int] = None
