@@ -96,7 +96,7 @@ class APIError(MnemoError):
 
 
 class BadRequestError(APIError):
-    """400: malformed JSON or query string, or a cursor this API did not return."""
+    """400: ``malformed_json``, ``invalid_query``, or ``invalid_cursor`` (a cursor this API did not return)."""
 
 
 class UnauthorizedError(APIError):
@@ -128,7 +128,7 @@ class UnsupportedMediaTypeError(APIError):
 
 
 class ValidationError(APIError):
-    """422 ``invalid_value``: a value is out of bounds or malformed; ``details["field"]`` names it."""
+    """422 ``invalid_value`` (``details["field"]`` names the field) or ``invalid_body`` (wrong JSON types)."""
 
 
 UnprocessableEntityError = ValidationError
