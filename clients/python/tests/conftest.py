@@ -19,9 +19,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional
 
 import httpx
 import pytest
@@ -73,7 +73,7 @@ class Server:
         return Mnemo(self.url, admin_key=self.admin_key, **kwargs)  # type: ignore[arg-type]
 
 
-def _start_server(database_url: str, extra_env: Dict[str, str], log_dir: Path) -> Server:
+def _start_server(database_url: str, extra_env: dict[str, str], log_dir: Path) -> Server:
     port = _free_port()
     admin_key = "admin-" + secrets.token_hex(16)
     env = dict(os.environ)
@@ -188,9 +188,9 @@ TenantFactory = Callable[..., Mnemo]
 @pytest.fixture(scope="session")
 def new_tenant(server: Server, admin: Mnemo, project_id: str) -> Iterator[TenantFactory]:
     """Makes a fresh tenant and returns a client with a key of the given scopes (default `*`)."""
-    clients: List[Mnemo] = []
+    clients: list[Mnemo] = []
 
-    def make(scopes: Optional[List[str]] = None, **tenant_fields: object) -> Mnemo:
+    def make(scopes: list[str] | None = None, **tenant_fields: object) -> Mnemo:
         tenant_id = f"t-{uuid.uuid4().hex[:10]}"
         admin.admin.tenants.create(tenant_id, project_id, tenant_id, **tenant_fields)  # type: ignore[arg-type]
         key = admin.admin.keys.create(tenant_id, "pytest", scopes or ["*"])
@@ -225,7 +225,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def unit_vector(i: int, dim: int = 384) -> List[float]:
+def unit_vector(i: int, dim: int = 384) -> list[float]:
     v = [0.0] * dim
     v[i % dim] = 1.0
     return v

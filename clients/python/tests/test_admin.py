@@ -6,7 +6,14 @@ import uuid
 
 import pytest
 
-from mnemo_client import ConflictError, ForbiddenError, MnemoError, Mnemo, NotFoundError, UnauthorizedError
+from mnemo_client import (
+    ConflictError,
+    ForbiddenError,
+    Mnemo,
+    MnemoError,
+    NotFoundError,
+    UnauthorizedError,
+)
 
 from .conftest import Server
 
@@ -45,7 +52,9 @@ def test_projects_list_pages_through_every_project(admin: Mnemo) -> None:
 
 def test_tenant_create_get_update_list_delete(admin: Mnemo, project_id: str) -> None:
     tid = _name("ten")
-    t = admin.admin.tenants.create(tid, project_id, "Prod", isolation_level="strict", max_memories=10)
+    t = admin.admin.tenants.create(
+        tid, project_id, "Prod", isolation_level="strict", max_memories=10
+    )
     assert (t.tenant_id, t.project_id, t.max_memories) == (tid, project_id, 10)
     assert admin.admin.tenants.get(tid) == t
     updated = admin.admin.tenants.update(tid, name="Renamed", max_memories=None)
@@ -64,7 +73,9 @@ def test_duplicate_tenant_id_is_a_conflict(admin: Mnemo, project_id: str) -> Non
     assert e.value.code == "tenant_exists"
 
 
-def test_key_create_list_and_revoke_stops_it_working(server: Server, admin: Mnemo, project_id: str) -> None:
+def test_key_create_list_and_revoke_stops_it_working(
+    server: Server, admin: Mnemo, project_id: str
+) -> None:
     tid = _name("keys")
     admin.admin.tenants.create(tid, project_id, "K")
     key = admin.admin.keys.create(tid, "agent", ["memories:read", "memories:write"])
@@ -83,7 +94,9 @@ def test_maintenance_runs_on_request(admin: Mnemo) -> None:
     assert report.analytics_refreshed is True and report.errors == []
 
 
-def test_admin_operations_without_an_admin_key_fail_before_sending(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_admin_operations_without_an_admin_key_fail_before_sending(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("MNEMO_ADMIN_KEY", raising=False)
     with pytest.raises(MnemoError, match="admin key"):
         Mnemo(server.url).admin.projects.create("x", "y")

@@ -39,7 +39,9 @@ async def test_async_list_iterates_every_page(server: Server, new_tenant: Tenant
 
 async def test_async_requests_run_concurrently(server: Server, new_tenant: TenantFactory) -> None:
     async with _async_twin(server, new_tenant()) as client:
-        made = await asyncio.gather(*(client.memories.create(f"c{i}", memory_id=f"c{i}") for i in range(8)))
+        made = await asyncio.gather(
+            *(client.memories.create(f"c{i}", memory_id=f"c{i}") for i in range(8))
+        )
         assert sorted(m.memory_id for m in made) == [f"c{i}" for i in range(8)]
         hits = await client.memories.search("c3", mode="text")
         assert [h.memory.memory_id for h in hits.results] == ["c3"]
@@ -47,7 +49,9 @@ async def test_async_requests_run_concurrently(server: Server, new_tenant: Tenan
 
 async def test_async_graph_policies_usage_audit(server: Server, new_tenant: TenantFactory) -> None:
     async with _async_twin(server, new_tenant()) as client:
-        await client.memories.batch([{"content": "x", "memory_id": "x"}, {"content": "y", "memory_id": "y"}])
+        await client.memories.batch(
+            [{"content": "x", "memory_id": "x"}, {"content": "y", "memory_id": "y"}]
+        )
         rel = await client.relationships.create("x", "y", "next")
         assert (await client.relationships.get(rel.id)).id == rel.id
         assert [r.id for r in (await client.memories.neighbours("x")).relationships] == [rel.id]
@@ -58,7 +62,9 @@ async def test_async_graph_policies_usage_audit(server: Server, new_tenant: Tena
         assert (await client.policies.update(p.id, is_active=False)).is_active is False
         await client.policies.delete(p.id)
         assert (await client.usage.get()).active_memories == 2
-        assert [r.action async for r in client.audit.list(action="relationship.create")] == ["relationship.create"]
+        assert [r.action async for r in client.audit.list(action="relationship.create")] == [
+            "relationship.create"
+        ]
 
 
 async def test_async_admin(server: Server, project_id: str) -> None:
@@ -68,7 +74,9 @@ async def test_async_admin(server: Server, project_id: str) -> None:
         t = await admin.admin.tenants.create("async-tenant", project_id, "Async")
         key = await admin.admin.keys.create(t.tenant_id, "k", ["*"])
         assert [k.id for k in await admin.admin.keys.list(t.tenant_id)] == [key.id]
-        assert "async-tenant" in [x.tenant_id async for x in admin.admin.tenants.list(project_id=project_id)]
+        assert "async-tenant" in [
+            x.tenant_id async for x in admin.admin.tenants.list(project_id=project_id)
+        ]
         assert project_id in [p.id async for p in admin.admin.projects.list()]
         await admin.admin.keys.revoke(t.tenant_id, key.id)
         await admin.admin.tenants.delete(t.tenant_id)

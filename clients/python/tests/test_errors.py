@@ -77,7 +77,9 @@ def test_out_of_bounds_value_is_a_validation_error_naming_the_field(tenant_a: Mn
     assert e.value.details == {"field": "k"}
 
 
-def test_body_over_the_limit_is_payload_too_large(strict_server: Server, admin: Mnemo, project_id: str) -> None:
+def test_body_over_the_limit_is_payload_too_large(
+    strict_server: Server, admin: Mnemo, project_id: str
+) -> None:
     client = _strict_tenant(strict_server, project_id, "big")
     with pytest.raises(PayloadTooLargeError) as e:
         client.memories.create("x" * 10_000, embedding=[0.0] * 384)
@@ -85,13 +87,17 @@ def test_body_over_the_limit_is_payload_too_large(strict_server: Server, admin: 
 
 
 def test_non_json_body_is_unsupported_media_type(server: Server, tenant_a: Mnemo) -> None:
-    odd = Mnemo(server.url, api_key=tenant_a._options.api_key, headers={"content-type": "text/plain"})
+    odd = Mnemo(
+        server.url, api_key=tenant_a._options.api_key, headers={"content-type": "text/plain"}
+    )
     with pytest.raises(UnsupportedMediaTypeError) as e:
         odd.memories.create("plain")
     assert e.value.status == 415
 
 
-def test_second_request_within_the_rate_is_rate_limited_with_retry_after(strict_server: Server, project_id: str) -> None:
+def test_second_request_within_the_rate_is_rate_limited_with_retry_after(
+    strict_server: Server, project_id: str
+) -> None:
     client = _strict_tenant(strict_server, project_id, "rl", max_retries=0)
     with pytest.raises(RateLimitedError) as e:
         for _ in range(3):
@@ -101,7 +107,9 @@ def test_second_request_within_the_rate_is_rate_limited_with_retry_after(strict_
     assert e.value.retry_after is not None and e.value.retry_after >= 1
 
 
-def test_unreachable_embedder_is_service_unavailable(strict_server: Server, project_id: str) -> None:
+def test_unreachable_embedder_is_service_unavailable(
+    strict_server: Server, project_id: str
+) -> None:
     client = _strict_tenant(strict_server, project_id, "embed", max_retries=0)
     with pytest.raises(ServiceUnavailableError) as e:
         client.memories.create("needs an embedding")

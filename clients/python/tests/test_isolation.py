@@ -22,7 +22,9 @@ def test_other_tenants_memory_is_not_found(tenant_b: Mnemo, a_data: dict) -> Non
     assert e.value.code == "memory_not_found"
 
 
-def test_other_tenants_memory_cannot_be_updated_or_deleted(tenant_a: Mnemo, tenant_b: Mnemo, a_data: dict) -> None:  # type: ignore[type-arg]
+def test_other_tenants_memory_cannot_be_updated_or_deleted(
+    tenant_a: Mnemo, tenant_b: Mnemo, a_data: dict
+) -> None:  # type: ignore[type-arg]
     with pytest.raises(NotFoundError):
         tenant_b.memories.update("iso-a1", tags=["stolen"])
     with pytest.raises(NotFoundError):
@@ -37,7 +39,9 @@ def test_other_tenants_graph_is_not_found(tenant_b: Mnemo, a_data: dict) -> None
         tenant_b.memories.graph("iso-a1")
 
 
-def test_other_tenants_relationship_and_policy_ids_are_not_found(tenant_b: Mnemo, a_data: dict) -> None:  # type: ignore[type-arg]
+def test_other_tenants_relationship_and_policy_ids_are_not_found(
+    tenant_b: Mnemo, a_data: dict
+) -> None:  # type: ignore[type-arg]
     with pytest.raises(NotFoundError):
         tenant_b.relationships.get(a_data["relationship"])
     with pytest.raises(NotFoundError):
@@ -46,14 +50,18 @@ def test_other_tenants_relationship_and_policy_ids_are_not_found(tenant_b: Mnemo
         tenant_b.policies.get(a_data["policy"])
 
 
-def test_other_tenants_memories_never_appear_in_lists_or_searches(tenant_b: Mnemo, a_data: dict) -> None:  # type: ignore[type-arg]
+def test_other_tenants_memories_never_appear_in_lists_or_searches(
+    tenant_b: Mnemo, a_data: dict
+) -> None:  # type: ignore[type-arg]
     assert [m for m in tenant_b.memories.list(tags=["iso"])] == []
     hits = tenant_b.memories.search("secret plan", k=100)
     assert all(not h.memory.memory_id.startswith("iso-a") for h in hits.results)
     assert all(p.name != "iso-policy" for p in tenant_b.policies.list())
 
 
-def test_same_memory_id_in_two_tenants_is_two_memories(tenant_b: Mnemo, tenant_a: Mnemo, a_data: dict) -> None:  # type: ignore[type-arg]
+def test_same_memory_id_in_two_tenants_is_two_memories(
+    tenant_b: Mnemo, tenant_a: Mnemo, a_data: dict
+) -> None:  # type: ignore[type-arg]
     tenant_b.memories.create({"text": "B's own"}, memory_id="iso-a1")
     assert tenant_b.memories.get("iso-a1").content == {"text": "B's own"}
     assert tenant_a.memories.get("iso-a1").content == {"text": "Tenant A's secret plan"}

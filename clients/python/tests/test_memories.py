@@ -85,7 +85,10 @@ def test_ids_with_slashes_and_spaces_are_sent_as_one_path_segment(tenant: Mnemo)
 
 def test_batch_creates_all_given_as_dicts_or_models(tenant: Mnemo) -> None:
     made = tenant.memories.batch(
-        [{"content": "first", "memory_id": "b1"}, NewMemory(content="second", memory_id="b2", tags=["x"])]
+        [
+            {"content": "first", "memory_id": "b1"},
+            NewMemory(content="second", memory_id="b2", tags=["x"]),
+        ]
     )
     assert [m.memory_id for m in made] == ["b1", "b2"]
     assert tenant.memories.get("b2").tags == ["x"]
@@ -94,7 +97,9 @@ def test_batch_creates_all_given_as_dicts_or_models(tenant: Mnemo) -> None:
 def test_batch_is_all_or_nothing(tenant: Mnemo) -> None:
     tenant.memories.create("taken", memory_id="dup")
     with pytest.raises(ConflictError):
-        tenant.memories.batch([{"content": "new", "memory_id": "fresh"}, {"content": "x", "memory_id": "dup"}])
+        tenant.memories.batch(
+            [{"content": "new", "memory_id": "fresh"}, {"content": "x", "memory_id": "dup"}]
+        )
     with pytest.raises(NotFoundError):
         tenant.memories.get("fresh")
 
@@ -121,9 +126,24 @@ def test_list_page_and_cursor_continue_where_the_last_page_stopped(tenant: Mnemo
 def test_list_filters_by_tags_contains_and_relevance(tenant: Mnemo) -> None:
     tenant.memories.batch(
         [
-            {"content": {"outcome": "success"}, "memory_id": "f1", "tags": ["a", "b"], "relevance_score": 0.9},
-            {"content": {"outcome": "failure"}, "memory_id": "f2", "tags": ["a"], "relevance_score": 0.2},
-            {"content": {"outcome": "success"}, "memory_id": "f3", "tags": ["c"], "relevance_score": 0.5},
+            {
+                "content": {"outcome": "success"},
+                "memory_id": "f1",
+                "tags": ["a", "b"],
+                "relevance_score": 0.9,
+            },
+            {
+                "content": {"outcome": "failure"},
+                "memory_id": "f2",
+                "tags": ["a"],
+                "relevance_score": 0.2,
+            },
+            {
+                "content": {"outcome": "success"},
+                "memory_id": "f3",
+                "tags": ["c"],
+                "relevance_score": 0.5,
+            },
         ]
     )
     ids = lambda it: sorted(m.memory_id for m in it)  # noqa: E731
@@ -137,7 +157,9 @@ def test_list_filters_by_tags_contains_and_relevance(tenant: Mnemo) -> None:
 
 
 def test_search_finds_by_meaning_in_each_mode(tenant: Mnemo) -> None:
-    tenant.memories.create({"text": "The user prefers dark mode in every editor."}, memory_id="dark")
+    tenant.memories.create(
+        {"text": "The user prefers dark mode in every editor."}, memory_id="dark"
+    )
     tenant.memories.create({"text": "Paris is the capital of France."}, memory_id="paris")
     hybrid = tenant.memories.search("UI theme preference", k=5)
     assert hybrid.mode == "hybrid"
@@ -154,7 +176,9 @@ def test_search_by_vector_with_filter_and_min_similarity(tenant: Mnemo) -> None:
     tenant.memories.create("y", memory_id="y", embedding=unit_vector(2), tags=["drop"])
     hits = tenant.memories.search(vector=unit_vector(1), filter=SearchFilter(tags=["keep"]), k=5)
     assert [h.memory.memory_id for h in hits.results] == ["x"]
-    close = tenant.memories.search(vector=unit_vector(2), min_similarity=0.99, filter={"any_tags": ["keep", "drop"]})
+    close = tenant.memories.search(
+        vector=unit_vector(2), min_similarity=0.99, filter={"any_tags": ["keep", "drop"]}
+    )
     assert [h.memory.memory_id for h in close.results] == ["y"]
 
 

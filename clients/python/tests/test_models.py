@@ -3,8 +3,6 @@ server documents is a field of the matching model, and required properties are r
 
 from __future__ import annotations
 
-from typing import Dict, Type
-
 import httpx
 import pytest
 from pydantic import BaseModel
@@ -14,7 +12,7 @@ import mnemo_client.types as t
 from .conftest import Server
 
 # OpenAPI schema name -> model.
-PAIRS: Dict[str, Type[BaseModel]] = {
+PAIRS: dict[str, type[BaseModel]] = {
     "MemoryOut": t.Memory,
     "MemoryInput": t.NewMemory,
     "SearchFilter": t.SearchFilter,
@@ -40,21 +38,23 @@ INPUTS = {"MemoryInput", "SearchFilter"}  # all optional on the client side exce
 
 
 @pytest.fixture(scope="module")
-def schemas(server: Server) -> Dict[str, dict]:  # type: ignore[type-arg]
+def schemas(server: Server) -> dict[str, dict]:  # type: ignore[type-arg]
     return httpx.get(server.url + "/openapi.json").json()["components"]["schemas"]
 
 
 @pytest.mark.parametrize("name", sorted(PAIRS))
-def test_model_has_every_documented_property(schemas: Dict[str, dict], name: str) -> None:  # type: ignore[type-arg]
+def test_model_has_every_documented_property(schemas: dict[str, dict], name: str) -> None:  # type: ignore[type-arg]
     documented = set(schemas[name].get("properties", {}))
-    assert documented <= set(PAIRS[name].model_fields), f"{name}: missing {documented - set(PAIRS[name].model_fields)}"
+    assert documented <= set(PAIRS[name].model_fields), (
+        f"{name}: missing {documented - set(PAIRS[name].model_fields)}"
+    )
     if name not in INPUTS:
         required = set(schemas[name].get("required", []))
         model_required = {n for n, f in PAIRS[name].model_fields.items() if f.is_required()}
         assert required == model_required
 
 
-def test_created_key_adds_the_secret(schemas: Dict[str, dict]) -> None:  # type: ignore[type-arg]
+def test_created_key_adds_the_secret(schemas: dict[str, dict]) -> None:  # type: ignore[type-arg]
     assert "secret" in t.CreatedKey.model_fields
     assert set(schemas["ApiKey"]["properties"]) <= set(t.CreatedKey.model_fields)
 

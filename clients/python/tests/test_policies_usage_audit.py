@@ -11,7 +11,12 @@ from .conftest import Server, TenantFactory
 
 def test_policy_create_get_update_delete(tenant: Mnemo) -> None:
     p = tenant.policies.create("notes", "memories", ["read", "write"], resource_pattern="notes-*")
-    assert (p.name, p.resource_pattern, p.permissions, p.is_active) == ("notes", "notes-*", ["read", "write"], True)
+    assert (p.name, p.resource_pattern, p.permissions, p.is_active) == (
+        "notes",
+        "notes-*",
+        ["read", "write"],
+        True,
+    )
     assert tenant.policies.get(p.id) == p
     assert tenant.policies.update(p.id, is_active=False).is_active is False
     tenant.policies.delete(p.id)
@@ -63,9 +68,13 @@ def test_audit_lists_the_tenants_own_operations_with_filters(tenant: Mnemo) -> N
     assert len(list(tenant.audit.list(limit=1).pages())) >= 3
 
 
-def test_request_id_header_reaches_the_audit_trail(new_tenant: TenantFactory, server: Server) -> None:
+def test_request_id_header_reaches_the_audit_trail(
+    new_tenant: TenantFactory, server: Server
+) -> None:
     tenant = new_tenant()
-    tagged = Mnemo(server.url, api_key=tenant._options.api_key, headers={"x-request-id": "py-req-42"})
+    tagged = Mnemo(
+        server.url, api_key=tenant._options.api_key, headers={"x-request-id": "py-req-42"}
+    )
     tagged.memories.create("tagged", memory_id="tagged")
     records = list(tenant.audit.list(request_id="py-req-42"))
     assert [r.action for r in records] == ["memory.create"]

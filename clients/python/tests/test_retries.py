@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Callable, List, Optional
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -17,6 +17,7 @@ from mnemo_client import (
     APITimeoutError,
     AsyncMnemo,
     Mnemo,
+    NotFoundError,
     RateLimitedError,
     ServiceUnavailableError,
 )
@@ -35,7 +36,7 @@ MEMORY = {
 }
 
 
-def _error(status: int, code: str, retry_after: Optional[str] = None) -> httpx.Response:
+def _error(status: int, code: str, retry_after: str | None = None) -> httpx.Response:
     headers = {"retry-after": retry_after} if retry_after is not None else {}
     return httpx.Response(status, json={"error": {"code": code, "message": code}}, headers=headers)
 
@@ -45,7 +46,7 @@ class Script:
 
     def __init__(self, *answers: httpx.Response) -> None:
         self.answers = list(answers)
-        self.requests: List[httpx.Request] = []
+        self.requests: list[httpx.Request] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
@@ -59,7 +60,7 @@ def _client(script: Callable[[httpx.Request], httpx.Response], **kwargs: object)
         http_client=httpx.Client(transport=httpx.MockTransport(script)),
         **kwargs,  # type: ignore[arg-type]
     )
-    waits: List[float] = []
+    waits: list[float] = []
     client._sender.sleep = waits.append
     return client, waits
 
@@ -102,7 +103,7 @@ def test_without_retry_after_backoff_is_exponential_with_jitter() -> None:
     with pytest.raises(ServiceUnavailableError):
         client.memories.get("m1")
     assert len(waits) == 3
-    for wait, ceiling in zip(waits, [0.5, 1.0, 1.5]):
+    for wait, ceiling in zip(waits, [0.5, 1.0, 1.5], strict=False):
         assert 0 <= wait <= ceiling
 
 
@@ -141,25 +142,25 @@ def test_search_is_a_post_that_is_safe_to_repeat() -> None:
 def test_other_errors_are_not_retried() -> None:
     script = Script(_error(404, "memory_not_found"))
     client, waits = _client(script)
-    with pytest.raises(Exception):
+    with pytest.raises(NotFoundError):
         client.memories.get("m1")
     assert waits == [] and len(script.requests) == 1
 
 
 def test_a_timeout_is_retried_for_reads_and_then_raised_as_api_timeout() -> None:
-    calls: List[httpx.Request] = []
+    calls: list[httpx.Request] = []
 
     def slow(request: httpx.Request) -> httpx.Response:
         calls.append(request)
         raise httpx.ReadTimeout("slow", request=request)
 
-    client, waits = _client(slow, max_retries=1)
+    client, _ = _client(slow, max_retries=1)
     with pytest.raises(APITimeoutError):
         client.memories.get("m1")
     assert len(calls) == 2
 
     calls.clear()
-    client, waits = _client(slow, max_retries=1)
+    client, _ = _client(slow, max_retries=1)
     with pytest.raises(APITimeoutError):
         client.memories.create("hi")
     assert len(calls) == 1  # the create may have been received: not repeated
@@ -187,9 +188,11 @@ def test_requests_carry_the_key_and_json_body() -> None:
 async def test_async_client_retries_429_after_retry_after() -> None:
     script = Script(_error(429, "rate_limited", "2"), httpx.Response(200, json=MEMORY))
     client = AsyncMnemo(
-        "http://mnemo.test", api_key="k", http_client=httpx.AsyncClient(transport=httpx.MockTransport(script))
+        "http://mnemo.test",
+        api_key="k",
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(script)),
     )
-    waits: List[float] = []
+    waits: list[float] = []
 
     async def record(s: float) -> None:
         waits.append(s)

@@ -3,12 +3,14 @@ the synchronous ones (see ``_resources.py`` for the documentation), awaited."""
 
 from __future__ import annotations
 
+import builtins
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any
 
 from . import _calls as c
 from ._base import OMIT, AsyncSender
-from ._pagination import Page, AsyncPaginator
+from ._pagination import AsyncPaginator, Page
 from .types import (
     ApiKey,
     AuditRecord,
@@ -30,7 +32,7 @@ from .types import (
     Usage,
 )
 
-JSONObject = Dict[str, Any]
+JSONObject = dict[str, Any]
 
 
 class _AsyncResource:
@@ -45,12 +47,12 @@ class AsyncMemories(_AsyncResource):
         self,
         content: Any,
         *,
-        memory_id: Optional[str] = None,
-        tags: Optional[Sequence[str]] = None,
-        metadata: Optional[JSONObject] = None,
-        relevance_score: Optional[float] = None,
-        embedding: Optional[Sequence[float]] = None,
-        expires_at: Optional[datetime] = None,
+        memory_id: str | None = None,
+        tags: Sequence[str] | None = None,
+        metadata: JSONObject | None = None,
+        relevance_score: float | None = None,
+        embedding: Sequence[float] | None = None,
+        expires_at: datetime | None = None,
     ) -> Memory:
         """Create a memory. ``content`` is any JSON value but null; its text is embedded by the
         server unless ``embedding`` (384 floats) is given. Raises :class:`ConflictError`
@@ -58,11 +60,14 @@ class AsyncMemories(_AsyncResource):
 
         Example::
 
-            m = await client.memories.create({"text": "The user prefers dark mode."}, memory_id="m1",
+            m = await client.memories.create({"text": "The user prefers dark mode."},
+                                             memory_id="m1",
                                        tags=["prefs"])
         """
         return await self._sender.send(
-            c.create_memory(content, memory_id, tags, metadata, relevance_score, embedding, expires_at)
+            c.create_memory(
+                content, memory_id, tags, metadata, relevance_score, embedding, expires_at
+            )
         )
 
     async def upsert(
@@ -70,11 +75,11 @@ class AsyncMemories(_AsyncResource):
         memory_id: str,
         content: Any,
         *,
-        tags: Optional[Sequence[str]] = None,
-        metadata: Optional[JSONObject] = None,
-        relevance_score: Optional[float] = None,
-        embedding: Optional[Sequence[float]] = None,
-        expires_at: Optional[datetime] = None,
+        tags: Sequence[str] | None = None,
+        metadata: JSONObject | None = None,
+        relevance_score: float | None = None,
+        embedding: Sequence[float] | None = None,
+        expires_at: datetime | None = None,
     ) -> Memory:
         """Create the memory ``memory_id`` or replace it whole (``PUT``).
 
@@ -83,10 +88,14 @@ class AsyncMemories(_AsyncResource):
             await client.memories.upsert("profile", {"name": "Ada", "theme": "dark"})
         """
         return await self._sender.send(
-            c.upsert_memory(memory_id, content, tags, metadata, relevance_score, embedding, expires_at)
+            c.upsert_memory(
+                memory_id, content, tags, metadata, relevance_score, embedding, expires_at
+            )
         )
 
-    async def batch(self, memories: Sequence[Union[NewMemory, Mapping[str, Any]]]) -> List[Memory]:
+    async def batch(
+        self, memories: Sequence[NewMemory | Mapping[str, Any]]
+    ) -> builtins.list[Memory]:
         """Create up to 1,000 memories at once, all or nothing.
 
         Example::
@@ -109,11 +118,11 @@ class AsyncMemories(_AsyncResource):
         memory_id: str,
         *,
         content: Any = OMIT,
-        relevance_score: Optional[float] = OMIT,
-        tags: Optional[Sequence[str]] = OMIT,
-        metadata: Optional[JSONObject] = OMIT,
-        embedding: Optional[Sequence[float]] = OMIT,
-        expires_at: Optional[datetime] = OMIT,
+        relevance_score: float | None = OMIT,
+        tags: Sequence[str] | None = OMIT,
+        metadata: JSONObject | None = OMIT,
+        embedding: Sequence[float] | None = OMIT,
+        expires_at: datetime | None = OMIT,
     ) -> Memory:
         """Change some fields (``PATCH``); fields not given stay as they are. ``embedding=None``
         removes the vector and ``expires_at=None`` the expiry. New content without an ``embedding``
@@ -147,15 +156,15 @@ class AsyncMemories(_AsyncResource):
     async def list_page(
         self,
         *,
-        limit: Optional[int] = None,
-        cursor: Optional[str] = None,
+        limit: int | None = None,
+        cursor: str | None = None,
         contains: Any = None,
-        tags: Optional[Sequence[str]] = None,
-        any_tags: Optional[Sequence[str]] = None,
-        min_relevance: Optional[float] = None,
-        max_relevance: Optional[float] = None,
-        created_after: Optional[datetime] = None,
-        created_before: Optional[datetime] = None,
+        tags: Sequence[str] | None = None,
+        any_tags: Sequence[str] | None = None,
+        min_relevance: float | None = None,
+        max_relevance: float | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
         include_embedding: bool = False,
     ) -> Page[Memory]:
         """One page of memories, newest first; pass ``next_cursor`` as ``cursor`` for the next."""
@@ -177,15 +186,15 @@ class AsyncMemories(_AsyncResource):
     def list(
         self,
         *,
-        limit: Optional[int] = None,
-        cursor: Optional[str] = None,
+        limit: int | None = None,
+        cursor: str | None = None,
         contains: Any = None,
-        tags: Optional[Sequence[str]] = None,
-        any_tags: Optional[Sequence[str]] = None,
-        min_relevance: Optional[float] = None,
-        max_relevance: Optional[float] = None,
-        created_after: Optional[datetime] = None,
-        created_before: Optional[datetime] = None,
+        tags: Sequence[str] | None = None,
+        any_tags: Sequence[str] | None = None,
+        min_relevance: float | None = None,
+        max_relevance: float | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
         include_embedding: bool = False,
     ) -> AsyncPaginator[Memory]:
         """Every memory matching the filters, newest first, fetched ``limit`` (page size) at a time.
@@ -216,13 +225,13 @@ class AsyncMemories(_AsyncResource):
 
     async def search(
         self,
-        query: Optional[str] = None,
+        query: str | None = None,
         *,
-        vector: Optional[Sequence[float]] = None,
-        k: Optional[int] = None,
-        mode: Optional[SearchMode] = None,
-        filter: Union[SearchFilter, Mapping[str, Any], None] = None,
-        min_similarity: Optional[float] = None,
+        vector: Sequence[float] | None = None,
+        k: int | None = None,
+        mode: SearchMode | None = None,
+        filter: SearchFilter | Mapping[str, Any] | None = None,
+        min_similarity: float | None = None,
         expand: bool = False,
         include_embedding: bool = False,
     ) -> SearchResult:
@@ -235,16 +244,18 @@ class AsyncMemories(_AsyncResource):
                 print(hit.score, hit.memory.content)
         """
         return await self._sender.send(
-            c.search_memories(query, vector, k, mode, filter, min_similarity, expand, include_embedding)
+            c.search_memories(
+                query, vector, k, mode, filter, min_similarity, expand, include_embedding
+            )
         )
 
     async def neighbours(
         self,
         memory_id: str,
         *,
-        direction: Optional[Direction] = None,
-        relationship_type: Optional[str] = None,
-        limit: Optional[int] = None,
+        direction: Direction | None = None,
+        relationship_type: str | None = None,
+        limit: int | None = None,
     ) -> Neighbours:
         """The relationships of a memory (``direction``: ``out``, ``in`` or ``both``).
 
@@ -259,10 +270,10 @@ class AsyncMemories(_AsyncResource):
         self,
         memory_id: str,
         *,
-        depth: Optional[int] = None,
-        direction: Optional[Direction] = None,
-        relationship_type: Optional[str] = None,
-        max_nodes: Optional[int] = None,
+        depth: int | None = None,
+        direction: Direction | None = None,
+        relationship_type: str | None = None,
+        max_nodes: int | None = None,
     ) -> Graph:
         """The knowledge graph around a memory, up to ``depth`` hops (safe on cycles).
 
@@ -271,7 +282,9 @@ class AsyncMemories(_AsyncResource):
             g = await client.memories.graph("m1", depth=2)
             print([(n.depth, n.memory.memory_id) for n in g.nodes])
         """
-        return await self._sender.send(c.graph(memory_id, depth, direction, relationship_type, max_nodes))
+        return await self._sender.send(
+            c.graph(memory_id, depth, direction, relationship_type, max_nodes)
+        )
 
 
 class AsyncRelationships(_AsyncResource):
@@ -283,8 +296,8 @@ class AsyncRelationships(_AsyncResource):
         target: str,
         relationship_type: str,
         *,
-        weight: Optional[float] = None,
-        metadata: Optional[JSONObject] = None,
+        weight: float | None = None,
+        metadata: JSONObject | None = None,
     ) -> Relationship:
         """Link two memories by their ``memory_id``.
 
@@ -292,7 +305,9 @@ class AsyncRelationships(_AsyncResource):
 
             rel = await client.relationships.create("m1", "m2", "supports", weight=0.8)
         """
-        return await self._sender.send(c.create_relationship(source, target, relationship_type, weight, metadata))
+        return await self._sender.send(
+            c.create_relationship(source, target, relationship_type, weight, metadata)
+        )
 
     async def get(self, id: str) -> Relationship:
         """One relationship by its id."""
@@ -312,19 +327,28 @@ class AsyncPolicies(_AsyncResource):
         resource_type: str,
         permissions: Sequence[str],
         *,
-        resource_pattern: Optional[str] = None,
-        api_key_id: Optional[str] = None,
-        conditions: Optional[JSONObject] = None,
-        is_active: Optional[bool] = None,
+        resource_pattern: str | None = None,
+        api_key_id: str | None = None,
+        conditions: JSONObject | None = None,
+        is_active: bool | None = None,
     ) -> Policy:
         """Create a policy. ``resource_pattern`` is ``*``, a prefix like ``notes-*`` or an exact id.
 
         Example::
 
-            await client.policies.create("read-notes", "memories", ["read"], resource_pattern="notes-*")
+            await client.policies.create("read-notes", "memories", ["read"],
+                                         resource_pattern="notes-*")
         """
         return await self._sender.send(
-            c.create_policy(name, resource_type, permissions, resource_pattern, api_key_id, conditions, is_active)
+            c.create_policy(
+                name,
+                resource_type,
+                permissions,
+                resource_pattern,
+                api_key_id,
+                conditions,
+                is_active,
+            )
         )
 
     async def get(self, id: str) -> Policy:
@@ -337,10 +361,12 @@ class AsyncPolicies(_AsyncResource):
     async def delete(self, id: str) -> None:
         await self._sender.send(c.delete_policy(id))
 
-    async def list_page(self, *, limit: Optional[int] = None, cursor: Optional[str] = None) -> Page[Policy]:
+    async def list_page(
+        self, *, limit: int | None = None, cursor: str | None = None
+    ) -> Page[Policy]:
         return await self._sender.send(c.list_policies(limit, cursor))
 
-    def list(self, *, limit: Optional[int] = None) -> AsyncPaginator[Policy]:
+    def list(self, *, limit: int | None = None) -> AsyncPaginator[Policy]:
         """Every policy, oldest first.
 
         Example::
@@ -369,25 +395,27 @@ class AsyncAudit(_AsyncResource):
     async def list_page(
         self,
         *,
-        limit: Optional[int] = None,
-        cursor: Optional[str] = None,
-        action: Optional[str] = None,
-        outcome: Optional[str] = None,
-        request_id: Optional[str] = None,
-        since: Optional[datetime] = None,
-        until: Optional[datetime] = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+        action: str | None = None,
+        outcome: str | None = None,
+        request_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> Page[AuditRecord]:
-        return await self._sender.send(c.list_audit(limit, cursor, action, outcome, request_id, since, until))
+        return await self._sender.send(
+            c.list_audit(limit, cursor, action, outcome, request_id, since, until)
+        )
 
     def list(
         self,
         *,
-        limit: Optional[int] = None,
-        action: Optional[str] = None,
-        outcome: Optional[str] = None,
-        request_id: Optional[str] = None,
-        since: Optional[datetime] = None,
-        until: Optional[datetime] = None,
+        limit: int | None = None,
+        action: str | None = None,
+        outcome: str | None = None,
+        request_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> AsyncPaginator[AuditRecord]:
         """Audit records matching the filters (``action`` like ``memory.create``; ``outcome``
         ``success``, ``denied``, ``not_found``...).
@@ -399,8 +427,13 @@ class AsyncAudit(_AsyncResource):
         """
         return AsyncPaginator(
             lambda cur: self.list_page(
-                limit=limit, cursor=cur, action=action, outcome=outcome,
-                request_id=request_id, since=since, until=until,
+                limit=limit,
+                cursor=cur,
+                action=action,
+                outcome=outcome,
+                request_id=request_id,
+                since=since,
+                until=until,
             )
         )
 
@@ -413,12 +446,12 @@ class AsyncProjects(_AsyncResource):
         name: str,
         owner_id: str,
         *,
-        description: Optional[str] = None,
-        settings: Optional[JSONObject] = None,
+        description: str | None = None,
+        settings: JSONObject | None = None,
     ) -> Project:
         """Example::
 
-            project = await admin.admin.projects.create("my-project", "user123")
+        project = await admin.admin.projects.create("my-project", "user123")
         """
         return await self._sender.send(c.create_project(name, owner_id, description, settings))
 
@@ -429,13 +462,15 @@ class AsyncProjects(_AsyncResource):
         self,
         id: str,
         *,
-        name: Optional[str] = OMIT,
-        owner_id: Optional[str] = OMIT,
-        description: Optional[str] = OMIT,
-        settings: Optional[JSONObject] = OMIT,
+        name: str | None = OMIT,
+        owner_id: str | None = OMIT,
+        description: str | None = OMIT,
+        settings: JSONObject | None = OMIT,
     ) -> Project:
         return await self._sender.send(
-            c.update_project(id, name=name, owner_id=owner_id, description=description, settings=settings)
+            c.update_project(
+                id, name=name, owner_id=owner_id, description=description, settings=settings
+            )
         )
 
     async def delete(self, id: str, *, cascade: bool = False) -> None:
@@ -457,21 +492,27 @@ class AsyncTenants(_AsyncResource):
         project_id: str,
         name: str,
         *,
-        isolation_level: Optional[IsolationLevel] = None,
-        encryption_enabled: Optional[bool] = None,
-        settings: Optional[JSONObject] = None,
-        max_memories: Optional[int] = None,
-        max_storage_bytes: Optional[int] = None,
+        isolation_level: IsolationLevel | None = None,
+        encryption_enabled: bool | None = None,
+        settings: JSONObject | None = None,
+        max_memories: int | None = None,
+        max_storage_bytes: int | None = None,
     ) -> Tenant:
         """Example::
 
-            await admin.admin.tenants.create("tenant-001", project.id, "Production", max_memories=10_000)
+        await admin.admin.tenants.create("tenant-001", project.id, "Production",
+                                             max_memories=10_000)
         """
         return await self._sender.send(
             c.create_tenant(
-                tenant_id, project_id, name,
-                isolation_level=isolation_level, encryption_enabled=encryption_enabled,
-                settings=settings, max_memories=max_memories, max_storage_bytes=max_storage_bytes,
+                tenant_id,
+                project_id,
+                name,
+                isolation_level=isolation_level,
+                encryption_enabled=encryption_enabled,
+                settings=settings,
+                max_memories=max_memories,
+                max_storage_bytes=max_storage_bytes,
             )
         )
 
@@ -482,29 +523,36 @@ class AsyncTenants(_AsyncResource):
         self,
         tenant_id: str,
         *,
-        name: Optional[str] = OMIT,
-        isolation_level: Optional[IsolationLevel] = OMIT,
-        encryption_enabled: Optional[bool] = OMIT,
-        settings: Optional[JSONObject] = OMIT,
-        is_active: Optional[bool] = OMIT,
-        max_memories: Optional[int] = OMIT,
-        max_storage_bytes: Optional[int] = OMIT,
+        name: str | None = OMIT,
+        isolation_level: IsolationLevel | None = OMIT,
+        encryption_enabled: bool | None = OMIT,
+        settings: JSONObject | None = OMIT,
+        is_active: bool | None = OMIT,
+        max_memories: int | None = OMIT,
+        max_storage_bytes: int | None = OMIT,
     ) -> Tenant:
         """Change some fields; ``max_memories=None`` / ``max_storage_bytes=None`` lift a quota."""
         return await self._sender.send(
             c.update_tenant(
-                tenant_id, name=name, isolation_level=isolation_level,
-                encryption_enabled=encryption_enabled, settings=settings, is_active=is_active,
-                max_memories=max_memories, max_storage_bytes=max_storage_bytes,
+                tenant_id,
+                name=name,
+                isolation_level=isolation_level,
+                encryption_enabled=encryption_enabled,
+                settings=settings,
+                is_active=is_active,
+                max_memories=max_memories,
+                max_storage_bytes=max_storage_bytes,
             )
         )
 
     async def delete(self, tenant_id: str) -> None:
         await self._sender.send(c.delete_tenant(tenant_id))
 
-    def list(self, *, project_id: Optional[str] = None, limit: int = 100) -> AsyncPaginator[Tenant]:
+    def list(self, *, project_id: str | None = None, limit: int = 100) -> AsyncPaginator[Tenant]:
         """Every tenant (of one project, if given), ``limit`` per request."""
-        return AsyncPaginator(lambda after: self._sender.send(c.list_tenants(project_id, limit, after)))
+        return AsyncPaginator(
+            lambda after: self._sender.send(c.list_tenants(project_id, limit, after))
+        )
 
 
 class AsyncKeys(_AsyncResource):
@@ -516,18 +564,19 @@ class AsyncKeys(_AsyncResource):
         name: str,
         scopes: Sequence[str],
         *,
-        expires_at: Optional[datetime] = None,
+        expires_at: datetime | None = None,
     ) -> CreatedKey:
         """Create a key; its ``secret`` is in this answer only.
 
         Example::
 
-            key = await admin.admin.keys.create("tenant-001", "agent", ["memories:read", "memories:write"])
+            scopes = ["memories:read", "memories:write"]
+            key = await admin.admin.keys.create("tenant-001", "agent", scopes)
             client = AsyncMnemo(api_key=key.secret)
         """
         return await self._sender.send(c.create_key(tenant_id, name, scopes, expires_at))
 
-    async def list(self, tenant_id: str) -> List[ApiKey]:
+    async def list(self, tenant_id: str) -> builtins.list[ApiKey]:
         return await self._sender.send(c.list_keys(tenant_id))
 
     async def revoke(self, tenant_id: str, key_id: str) -> ApiKey:

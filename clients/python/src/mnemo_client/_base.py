@@ -23,19 +23,19 @@ jitter: ``random(0, min(backoff_max, backoff_base * 2**attempt))``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
-from typing import Any, Callable, Dict, Mapping, Optional, TypeVar, Union
+from typing import Any, Generic, TypeVar
 
 import httpx
 
-from ._errors import APIConnectionError, APITimeoutError, APIError, MnemoError, error_from_response
+from ._errors import APIConnectionError, APIError, APITimeoutError, MnemoError, error_from_response
 from ._version import __version__
-
-T = TypeVar("T")
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_TIMEOUT = 30.0
@@ -48,9 +48,9 @@ _NO_EFFECT_503 = frozenset({"embedding_unavailable", "statement_timeout"})
 class _Omit:
     """Marks an argument that was not given (as opposed to ``None``, which sends JSON null)."""
 
-    _instance: Optional["_Omit"] = None
+    _instance: _Omit | None = None
 
-    def __new__(cls) -> "_Omit":
+    def __new__(cls) -> _Omit:
         if cls._instance is None:
             cls._instance = super().__new__(cls)
         return cls._instance
@@ -67,7 +67,8 @@ OMIT: Any = _Omit()
 
 
 def jsonable(value: Any) -> Any:
-    """Request JSON for ``value``: datetimes as RFC 3339 (naive ones taken as UTC), models as dicts."""
+    """Request JSON for ``value``: datetimes as RFC 3339 (naive ones taken as UTC), models as
+    dicts."""
     if isinstance(value, datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=timezone.utc)
@@ -83,14 +84,14 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def body(**fields: Any) -> Dict[str, Any]:
+def body(**fields: Any) -> dict[str, Any]:
     """A JSON object of the given fields, leaving out those that are ``OMIT``."""
     return {k: jsonable(v) for k, v in fields.items() if v is not OMIT}
 
 
-def query(**params: Any) -> Dict[str, Any]:
+def query(**params: Any) -> dict[str, Any]:
     """Query parameters, leaving out ``None``; lists comma-joined, booleans lowercase."""
-    out: Dict[str, Any] = {}
+    out: dict[str, Any] = {}
     for k, v in params.items():
         if v is None or v is OMIT:
             continue
@@ -114,18 +115,21 @@ def segment(value: str) -> str:
     return quote(value, safe="")
 
 
+R = TypeVar("R")
+
+
 @dataclass
-class Call:
+class Call(Generic[R]):
     """One API operation: what to send, whether repeating it is harmless, how to read the answer."""
 
     method: str
     path: str
-    parse: Callable[[httpx.Response], Any]
-    params: Optional[Dict[str, Any]] = None
+    parse: Callable[[httpx.Response], R]
+    params: dict[str, Any] | None = None
     json: Any = None
     idempotent: bool = True
     admin: bool = False
-    accept: frozenset = frozenset()
+    accept: frozenset[int] = frozenset()
     """Error statuses whose body ``parse`` reads instead of raising."""
     has_body: bool = field(default=False)
 
@@ -136,26 +140,26 @@ class Call:
 @dataclass
 class Options:
     base_url: str
-    api_key: Optional[str]
-    admin_key: Optional[str]
-    timeout: Union[float, httpx.Timeout]
+    api_key: str | None
+    admin_key: str | None
+    timeout: float | httpx.Timeout
     max_retries: int
     backoff_base: float
     backoff_max: float
     max_retry_wait: float
-    headers: Dict[str, str]
+    headers: dict[str, str]
 
 
 def resolve_options(
-    base_url: Optional[str],
-    api_key: Optional[str],
-    admin_key: Optional[str],
-    timeout: Union[float, httpx.Timeout, None],
+    base_url: str | None,
+    api_key: str | None,
+    admin_key: str | None,
+    timeout: float | httpx.Timeout | None,
     max_retries: int,
     backoff_base: float,
     backoff_max: float,
     max_retry_wait: float,
-    headers: Optional[Mapping[str, str]],
+    headers: Mapping[str, str] | None,
 ) -> Options:
     if max_retries < 0:
         raise ValueError("max_retries must be 0 or more")
@@ -172,7 +176,7 @@ def resolve_options(
     )
 
 
-def request_headers(options: Options, call: Call) -> Dict[str, str]:
+def request_headers(options: Options, call: Call[Any]) -> dict[str, str]:
     headers = {"user-agent": f"mnemo-client-python/{__version__}", "accept": "application/json"}
     headers.update(options.headers)
     key = options.admin_key if call.admin else options.api_key
@@ -185,7 +189,9 @@ def request_headers(options: Options, call: Call) -> Dict[str, str]:
     return headers
 
 
-def retry_delay(options: Options, call: Call, attempt: int, outcome: Union[APIError, Exception]) -> Optional[float]:
+def retry_delay(
+    options: Options, call: Call[Any], attempt: int, outcome: APIError | Exception
+) -> float | None:
     """Seconds to wait before attempt ``attempt + 1``, or ``None`` when the failure is final."""
     if attempt >= options.max_retries:
         return None
@@ -201,7 +207,7 @@ def retry_delay(options: Options, call: Call, attempt: int, outcome: Union[APIEr
             if outcome.retry_after > options.max_retry_wait:
                 return None
             return outcome.retry_after
-    elif isinstance(outcome, httpx.ConnectError) or isinstance(outcome, httpx.ConnectTimeout):
+    elif isinstance(outcome, (httpx.ConnectError, httpx.ConnectTimeout)):
         pass
     elif isinstance(outcome, httpx.TransportError):
         if not call.idempotent:
@@ -214,16 +220,16 @@ def retry_delay(options: Options, call: Call, attempt: int, outcome: Union[APIEr
 
 def wrap_transport_error(e: httpx.TransportError) -> APIConnectionError:
     request = None
-    try:
+    with contextlib.suppress(RuntimeError):
         request = e.request
-    except RuntimeError:
-        pass
     if isinstance(e, httpx.TimeoutException):
         return APITimeoutError(f"request timed out: {e}", request=request)
     return APIConnectionError(f"connection failed: {e}", request=request)
 
 
-def build(client: Union[httpx.Client, httpx.AsyncClient], options: Options, call: Call) -> httpx.Request:
+def build(
+    client: httpx.Client | httpx.AsyncClient, options: Options, call: Call[Any]
+) -> httpx.Request:
     return client.build_request(
         call.method,
         options.base_url + call.path,
@@ -234,7 +240,7 @@ def build(client: Union[httpx.Client, httpx.AsyncClient], options: Options, call
     )
 
 
-def finish(call: Call, response: httpx.Response) -> Any:
+def finish(call: Call[R], response: httpx.Response) -> R:
     if response.status_code >= 400 and response.status_code not in call.accept:
         raise error_from_response(response)
     return call.parse(response)
@@ -243,13 +249,13 @@ def finish(call: Call, response: httpx.Response) -> Any:
 class SyncSender:
     """Sends :class:`Call`s over an :class:`httpx.Client`, retrying per the module's policy."""
 
-    def __init__(self, options: Options, http_client: Optional[httpx.Client]) -> None:
+    def __init__(self, options: Options, http_client: httpx.Client | None) -> None:
         self.options = options
         self._owns_client = http_client is None
         self.http = http_client or httpx.Client(timeout=options.timeout)
         self.sleep: Callable[[float], None] = time.sleep
 
-    def send(self, call: Call) -> Any:
+    def send(self, call: Call[R]) -> R:
         attempt = 0
         while True:
             request = build(self.http, self.options, call)
@@ -277,13 +283,13 @@ class SyncSender:
 class AsyncSender:
     """Sends :class:`Call`s over an :class:`httpx.AsyncClient`, retrying per the module's policy."""
 
-    def __init__(self, options: Options, http_client: Optional[httpx.AsyncClient]) -> None:
+    def __init__(self, options: Options, http_client: httpx.AsyncClient | None) -> None:
         self.options = options
         self._owns_client = http_client is None
         self.http = http_client or httpx.AsyncClient(timeout=options.timeout)
         self.sleep: Callable[[float], Any] = asyncio.sleep
 
-    async def send(self, call: Call) -> Any:
+    async def send(self, call: Call[R]) -> R:
         attempt = 0
         while True:
             request = build(self.http, self.options, call)

@@ -5,8 +5,13 @@ Paths, parameters and bodies follow the server's ``/openapi.json``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Callable, Dict, Generic, List, Mapping, Optional, Sequence, Type, TypeVar, Union
+from typing import (
+    Any,
+    Generic,
+    TypeVar,
+)
 
 import httpx
 from pydantic import BaseModel
@@ -39,7 +44,7 @@ T = TypeVar("T")
 class Page(Generic[T]):
     """One page of a listing: ``items`` and the cursor of the next page (``None`` on the last)."""
 
-    def __init__(self, items: List[T], next_cursor: Optional[str]) -> None:
+    def __init__(self, items: list[T], next_cursor: str | None) -> None:
         self.items = items
         self.next_cursor = next_cursor
 
@@ -47,11 +52,11 @@ class Page(Generic[T]):
         return f"Page(items={len(self.items)}, next_cursor={self.next_cursor!r})"
 
 
-def one(cls: Type[M]) -> Callable[[httpx.Response], M]:
+def one(cls: type[M]) -> Callable[[httpx.Response], M]:
     return lambda r: cls.model_validate(r.json())
 
 
-def many(cls: Type[M]) -> Callable[[httpx.Response], List[M]]:
+def many(cls: type[M]) -> Callable[[httpx.Response], list[M]]:
     return lambda r: [cls.model_validate(x) for x in r.json()]
 
 
@@ -59,7 +64,7 @@ def nothing(_: httpx.Response) -> None:
     return None
 
 
-def page(cls: Type[M], key: str) -> Callable[[httpx.Response], Page[M]]:
+def page(cls: type[M], key: str) -> Callable[[httpx.Response], Page[M]]:
     def parse(r: httpx.Response) -> Page[M]:
         data = r.json()
         return Page([cls.model_validate(x) for x in data[key]], data.get("next_cursor"))
@@ -67,7 +72,9 @@ def page(cls: Type[M], key: str) -> Callable[[httpx.Response], Page[M]]:
     return parse
 
 
-def after_page(cls: Type[M], limit: int, key: Callable[[M], str]) -> Callable[[httpx.Response], Page[M]]:
+def after_page(
+    cls: type[M], limit: int, key: Callable[[M], str]
+) -> Callable[[httpx.Response], Page[M]]:
     """Admin listings page by the last id seen: a full page may have a next one."""
 
     def parse(r: httpx.Response) -> Page[M]:
@@ -77,22 +84,22 @@ def after_page(cls: Type[M], limit: int, key: Callable[[M], str]) -> Callable[[h
     return parse
 
 
-JSONObject = Dict[str, Any]
-FilterArg = Union[SearchFilter, Mapping[str, Any], None]
+JSONObject = dict[str, Any]
+FilterArg = SearchFilter | Mapping[str, Any] | None
 
 # --- memories -----------------------------------------------------------------------------------
 
 
 def create_memory(
     content: Any,
-    memory_id: Optional[str],
-    tags: Optional[Sequence[str]],
-    metadata: Optional[JSONObject],
-    relevance_score: Optional[float],
-    embedding: Optional[Sequence[float]],
-    expires_at: Optional[datetime],
-) -> Call:
-    fields: Dict[str, Any] = {"content": jsonable(content)}
+    memory_id: str | None,
+    tags: Sequence[str] | None,
+    metadata: JSONObject | None,
+    relevance_score: float | None,
+    embedding: Sequence[float] | None,
+    expires_at: datetime | None,
+) -> Call[Memory]:
+    fields: dict[str, Any] = {"content": jsonable(content)}
     for name, value in (
         ("memory_id", memory_id),
         ("tags", list(tags) if tags is not None else None),
@@ -109,17 +116,17 @@ def create_memory(
 def upsert_memory(
     memory_id: str,
     content: Any,
-    tags: Optional[Sequence[str]],
-    metadata: Optional[JSONObject],
-    relevance_score: Optional[float],
-    embedding: Optional[Sequence[float]],
-    expires_at: Optional[datetime],
-) -> Call:
+    tags: Sequence[str] | None,
+    metadata: JSONObject | None,
+    relevance_score: float | None,
+    embedding: Sequence[float] | None,
+    expires_at: datetime | None,
+) -> Call[Memory]:
     call = create_memory(content, None, tags, metadata, relevance_score, embedding, expires_at)
     return Call("PUT", f"/v1/memories/{segment(memory_id)}", one(Memory), json=call.json)
 
 
-def batch_memories(memories: Sequence[Union[NewMemory, Mapping[str, Any]]]) -> Call:
+def batch_memories(memories: Sequence[NewMemory | Mapping[str, Any]]) -> Call[list[Memory]]:
     items = [
         jsonable(m.model_dump(exclude_none=True)) if isinstance(m, NewMemory) else jsonable(dict(m))
         for m in memories
@@ -133,7 +140,7 @@ def batch_memories(memories: Sequence[Union[NewMemory, Mapping[str, Any]]]) -> C
     )
 
 
-def get_memory(memory_id: str, include_embedding: bool) -> Call:
+def get_memory(memory_id: str, include_embedding: bool) -> Call[Memory]:
     return Call(
         "GET",
         f"/v1/memories/{segment(memory_id)}",
@@ -142,26 +149,26 @@ def get_memory(memory_id: str, include_embedding: bool) -> Call:
     )
 
 
-def update_memory(memory_id: str, **fields: Any) -> Call:
+def update_memory(memory_id: str, **fields: Any) -> Call[Memory]:
     return Call("PATCH", f"/v1/memories/{segment(memory_id)}", one(Memory), json=body(**fields))
 
 
-def delete_memory(memory_id: str) -> Call:
+def delete_memory(memory_id: str) -> Call[None]:
     return Call("DELETE", f"/v1/memories/{segment(memory_id)}", nothing)
 
 
 def list_memories(
-    limit: Optional[int],
-    cursor: Optional[str],
+    limit: int | None,
+    cursor: str | None,
     contains: Any,
-    tags: Optional[Sequence[str]],
-    any_tags: Optional[Sequence[str]],
-    min_relevance: Optional[float],
-    max_relevance: Optional[float],
-    created_after: Optional[datetime],
-    created_before: Optional[datetime],
+    tags: Sequence[str] | None,
+    any_tags: Sequence[str] | None,
+    min_relevance: float | None,
+    max_relevance: float | None,
+    created_after: datetime | None,
+    created_before: datetime | None,
     include_embedding: bool,
-) -> Call:
+) -> Call[Page[Memory]]:
     import json
 
     return Call(
@@ -184,16 +191,16 @@ def list_memories(
 
 
 def search_memories(
-    query_text: Optional[str],
-    vector: Optional[Sequence[float]],
-    k: Optional[int],
-    mode: Optional[str],
+    query_text: str | None,
+    vector: Sequence[float] | None,
+    k: int | None,
+    mode: str | None,
     filter: FilterArg,
-    min_similarity: Optional[float],
+    min_similarity: float | None,
     expand: bool,
     include_embedding: bool,
-) -> Call:
-    fields: Dict[str, Any] = {}
+) -> Call[SearchResult]:
+    fields: dict[str, Any] = {}
     if query_text is not None:
         fields["query"] = query_text
     if vector is not None:
@@ -219,8 +226,8 @@ def search_memories(
 
 
 def neighbours(
-    memory_id: str, direction: Optional[str], relationship_type: Optional[str], limit: Optional[int]
-) -> Call:
+    memory_id: str, direction: str | None, relationship_type: str | None, limit: int | None
+) -> Call[Neighbours]:
     return Call(
         "GET",
         f"/v1/memories/{segment(memory_id)}/neighbours",
@@ -231,17 +238,20 @@ def neighbours(
 
 def graph(
     memory_id: str,
-    depth: Optional[int],
-    direction: Optional[str],
-    relationship_type: Optional[str],
-    max_nodes: Optional[int],
-) -> Call:
+    depth: int | None,
+    direction: str | None,
+    relationship_type: str | None,
+    max_nodes: int | None,
+) -> Call[Graph]:
     return Call(
         "GET",
         f"/v1/memories/{segment(memory_id)}/graph",
         one(Graph),
         params=query(
-            depth=depth, direction=direction, relationship_type=relationship_type, max_nodes=max_nodes
+            depth=depth,
+            direction=direction,
+            relationship_type=relationship_type,
+            max_nodes=max_nodes,
         ),
     )
 
@@ -253,10 +263,14 @@ def create_relationship(
     source: str,
     target: str,
     relationship_type: str,
-    weight: Optional[float],
-    metadata: Optional[JSONObject],
-) -> Call:
-    fields: Dict[str, Any] = {"source": source, "target": target, "relationship_type": relationship_type}
+    weight: float | None,
+    metadata: JSONObject | None,
+) -> Call[Relationship]:
+    fields: dict[str, Any] = {
+        "source": source,
+        "target": target,
+        "relationship_type": relationship_type,
+    }
     if weight is not None:
         fields["weight"] = weight
     if metadata is not None:
@@ -264,11 +278,11 @@ def create_relationship(
     return Call("POST", "/v1/relationships", one(Relationship), json=fields, idempotent=False)
 
 
-def get_relationship(id: str) -> Call:
+def get_relationship(id: str) -> Call[Relationship]:
     return Call("GET", f"/v1/relationships/{segment(id)}", one(Relationship))
 
 
-def delete_relationship(id: str) -> Call:
+def delete_relationship(id: str) -> Call[None]:
     return Call("DELETE", f"/v1/relationships/{segment(id)}", nothing)
 
 
@@ -279,12 +293,12 @@ def create_policy(
     name: str,
     resource_type: str,
     permissions: Sequence[str],
-    resource_pattern: Optional[str],
-    api_key_id: Optional[str],
-    conditions: Optional[JSONObject],
-    is_active: Optional[bool],
-) -> Call:
-    fields: Dict[str, Any] = {
+    resource_pattern: str | None,
+    api_key_id: str | None,
+    conditions: JSONObject | None,
+    is_active: bool | None,
+) -> Call[Policy]:
+    fields: dict[str, Any] = {
         "name": name,
         "resource_type": resource_type,
         "permissions": list(permissions),
@@ -300,38 +314,40 @@ def create_policy(
     return Call("POST", "/v1/policies", one(Policy), json=fields, idempotent=False)
 
 
-def get_policy(id: str) -> Call:
+def get_policy(id: str) -> Call[Policy]:
     return Call("GET", f"/v1/policies/{segment(id)}", one(Policy))
 
 
-def update_policy(id: str, is_active: bool) -> Call:
+def update_policy(id: str, is_active: bool) -> Call[Policy]:
     return Call("PATCH", f"/v1/policies/{segment(id)}", one(Policy), json={"is_active": is_active})
 
 
-def delete_policy(id: str) -> Call:
+def delete_policy(id: str) -> Call[None]:
     return Call("DELETE", f"/v1/policies/{segment(id)}", nothing)
 
 
-def list_policies(limit: Optional[int], cursor: Optional[str]) -> Call:
-    return Call("GET", "/v1/policies", page(Policy, "policies"), params=query(limit=limit, cursor=cursor))
+def list_policies(limit: int | None, cursor: str | None) -> Call[Page[Policy]]:
+    return Call(
+        "GET", "/v1/policies", page(Policy, "policies"), params=query(limit=limit, cursor=cursor)
+    )
 
 
 # --- usage, audit, health -----------------------------------------------------------------------
 
 
-def usage() -> Call:
+def usage() -> Call[Usage]:
     return Call("GET", "/v1/usage", one(Usage))
 
 
 def list_audit(
-    limit: Optional[int],
-    cursor: Optional[str],
-    action: Optional[str],
-    outcome: Optional[str],
-    request_id: Optional[str],
-    since: Optional[datetime],
-    until: Optional[datetime],
-) -> Call:
+    limit: int | None,
+    cursor: str | None,
+    action: str | None,
+    outcome: str | None,
+    request_id: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> Call[Page[AuditRecord]]:
     return Call(
         "GET",
         "/v1/audit",
@@ -348,11 +364,11 @@ def list_audit(
     )
 
 
-def health() -> Call:
+def health() -> Call[Health]:
     return Call("GET", "/healthz", one(Health))
 
 
-def ready() -> Call:
+def ready() -> Call[Ready]:
     # A 503 answer carries a Ready body too: it is returned, not raised.
     return Call("GET", "/readyz", one(Ready), accept=frozenset({503}))
 
@@ -361,27 +377,29 @@ def ready() -> Call:
 
 
 def create_project(
-    name: str, owner_id: str, description: Optional[str], settings: Optional[JSONObject]
-) -> Call:
-    fields: Dict[str, Any] = {"name": name, "owner_id": owner_id}
+    name: str, owner_id: str, description: str | None, settings: JSONObject | None
+) -> Call[Project]:
+    fields: dict[str, Any] = {"name": name, "owner_id": owner_id}
     if description is not None:
         fields["description"] = description
     if settings is not None:
         fields["settings"] = jsonable(settings)
-    return Call("POST", "/v1/admin/projects", one(Project), json=fields, idempotent=False, admin=True)
+    return Call(
+        "POST", "/v1/admin/projects", one(Project), json=fields, idempotent=False, admin=True
+    )
 
 
-def get_project(id: str) -> Call:
+def get_project(id: str) -> Call[Project]:
     return Call("GET", f"/v1/admin/projects/{segment(id)}", one(Project), admin=True)
 
 
-def update_project(id: str, **fields: Any) -> Call:
+def update_project(id: str, **fields: Any) -> Call[Project]:
     return Call(
         "PATCH", f"/v1/admin/projects/{segment(id)}", one(Project), json=body(**fields), admin=True
     )
 
 
-def delete_project(id: str, cascade: bool) -> Call:
+def delete_project(id: str, cascade: bool) -> Call[None]:
     return Call(
         "DELETE",
         f"/v1/admin/projects/{segment(id)}",
@@ -391,7 +409,7 @@ def delete_project(id: str, cascade: bool) -> Call:
     )
 
 
-def list_projects(limit: int, after: Optional[str]) -> Call:
+def list_projects(limit: int, after: str | None) -> Call[Page[Project]]:
     return Call(
         "GET",
         "/v1/admin/projects",
@@ -401,17 +419,19 @@ def list_projects(limit: int, after: Optional[str]) -> Call:
     )
 
 
-def create_tenant(tenant_id: str, project_id: str, name: str, **fields: Any) -> Call:
+def create_tenant(tenant_id: str, project_id: str, name: str, **fields: Any) -> Call[Tenant]:
     payload = {"tenant_id": tenant_id, "project_id": project_id, "name": name}
     payload.update({k: jsonable(v) for k, v in fields.items() if v is not None})
-    return Call("POST", "/v1/admin/tenants", one(Tenant), json=payload, idempotent=False, admin=True)
+    return Call(
+        "POST", "/v1/admin/tenants", one(Tenant), json=payload, idempotent=False, admin=True
+    )
 
 
-def get_tenant(tenant_id: str) -> Call:
+def get_tenant(tenant_id: str) -> Call[Tenant]:
     return Call("GET", f"/v1/admin/tenants/{segment(tenant_id)}", one(Tenant), admin=True)
 
 
-def update_tenant(tenant_id: str, **fields: Any) -> Call:
+def update_tenant(tenant_id: str, **fields: Any) -> Call[Tenant]:
     return Call(
         "PATCH",
         f"/v1/admin/tenants/{segment(tenant_id)}",
@@ -421,11 +441,11 @@ def update_tenant(tenant_id: str, **fields: Any) -> Call:
     )
 
 
-def delete_tenant(tenant_id: str) -> Call:
+def delete_tenant(tenant_id: str) -> Call[None]:
     return Call("DELETE", f"/v1/admin/tenants/{segment(tenant_id)}", nothing, admin=True)
 
 
-def list_tenants(project_id: Optional[str], limit: int, after: Optional[str]) -> Call:
+def list_tenants(project_id: str | None, limit: int, after: str | None) -> Call[Page[Tenant]]:
     return Call(
         "GET",
         "/v1/admin/tenants",
@@ -436,9 +456,9 @@ def list_tenants(project_id: Optional[str], limit: int, after: Optional[str]) ->
 
 
 def create_key(
-    tenant_id: str, name: str, scopes: Sequence[str], expires_at: Optional[datetime]
-) -> Call:
-    fields: Dict[str, Any] = {"name": name, "scopes": list(scopes)}
+    tenant_id: str, name: str, scopes: Sequence[str], expires_at: datetime | None
+) -> Call[CreatedKey]:
+    fields: dict[str, Any] = {"name": name, "scopes": list(scopes)}
     if expires_at is not None:
         fields["expires_at"] = jsonable(expires_at)
     return Call(
@@ -451,11 +471,11 @@ def create_key(
     )
 
 
-def list_keys(tenant_id: str) -> Call:
+def list_keys(tenant_id: str) -> Call[list[ApiKey]]:
     return Call("GET", f"/v1/admin/tenants/{segment(tenant_id)}/keys", many(ApiKey), admin=True)
 
 
-def revoke_key(tenant_id: str, key_id: str) -> Call:
+def revoke_key(tenant_id: str, key_id: str) -> Call[ApiKey]:
     return Call(
         "DELETE",
         f"/v1/admin/tenants/{segment(tenant_id)}/keys/{segment(key_id)}",
@@ -464,7 +484,6 @@ def revoke_key(tenant_id: str, key_id: str) -> Call:
     )
 
 
-def run_maintenance() -> Call:
+def run_maintenance() -> Call[MaintenanceReport]:
     # Upkeep converges: running it twice does no harm.
     return Call("POST", "/v1/admin/maintenance", one(MaintenanceReport), admin=True)
-

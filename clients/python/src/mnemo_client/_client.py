@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import TracebackType
-from typing import Mapping, Optional, Type, Union
 
 import httpx
 
@@ -26,7 +26,7 @@ from ._base import (
 from ._resources import Admin, Audit, Memories, Policies, Relationships, UsageResource
 from .types import Health, Ready
 
-__all__ = ["Mnemo", "AsyncMnemo"]
+__all__ = ["AsyncMnemo", "Mnemo"]
 
 
 class Mnemo:
@@ -70,21 +70,28 @@ class Mnemo:
 
     def __init__(
         self,
-        base_url: Optional[str] = None,
+        base_url: str | None = None,
         *,
-        api_key: Optional[str] = None,
-        admin_key: Optional[str] = None,
-        timeout: Union[float, httpx.Timeout, None] = None,
+        api_key: str | None = None,
+        admin_key: str | None = None,
+        timeout: float | httpx.Timeout | None = None,
         max_retries: int = DEFAULT_MAX_RETRIES,
         backoff_base: float = 0.5,
         backoff_max: float = 8.0,
         max_retry_wait: float = 60.0,
-        headers: Optional[Mapping[str, str]] = None,
-        http_client: Optional[httpx.Client] = None,
+        headers: Mapping[str, str] | None = None,
+        http_client: httpx.Client | None = None,
     ) -> None:
         self._options: Options = resolve_options(
-            base_url, api_key, admin_key, timeout, max_retries, backoff_base, backoff_max,
-            max_retry_wait, headers,
+            base_url,
+            api_key,
+            admin_key,
+            timeout,
+            max_retries,
+            backoff_base,
+            backoff_max,
+            max_retry_wait,
+            headers,
         )
         self._sender = SyncSender(self._options, http_client)
         self.memories = Memories(self._sender)
@@ -111,14 +118,14 @@ class Mnemo:
         """Close the connection pool (only when the client created it)."""
         self._sender.close()
 
-    def __enter__(self) -> "Mnemo":
+    def __enter__(self) -> Mnemo:
         return self
 
     def __exit__(
         self,
-        exc_type: Optional[Type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 
@@ -149,21 +156,28 @@ class AsyncMnemo:
 
     def __init__(
         self,
-        base_url: Optional[str] = None,
+        base_url: str | None = None,
         *,
-        api_key: Optional[str] = None,
-        admin_key: Optional[str] = None,
-        timeout: Union[float, httpx.Timeout, None] = None,
+        api_key: str | None = None,
+        admin_key: str | None = None,
+        timeout: float | httpx.Timeout | None = None,
         max_retries: int = DEFAULT_MAX_RETRIES,
         backoff_base: float = 0.5,
         backoff_max: float = 8.0,
         max_retry_wait: float = 60.0,
-        headers: Optional[Mapping[str, str]] = None,
-        http_client: Optional[httpx.AsyncClient] = None,
+        headers: Mapping[str, str] | None = None,
+        http_client: httpx.AsyncClient | None = None,
     ) -> None:
         self._options: Options = resolve_options(
-            base_url, api_key, admin_key, timeout, max_retries, backoff_base, backoff_max,
-            max_retry_wait, headers,
+            base_url,
+            api_key,
+            admin_key,
+            timeout,
+            max_retries,
+            backoff_base,
+            backoff_max,
+            max_retry_wait,
+            headers,
         )
         self._sender = AsyncSender(self._options, http_client)
         self.memories = AsyncMemories(self._sender)
@@ -186,13 +200,13 @@ class AsyncMnemo:
     async def aclose(self) -> None:
         await self._sender.aclose()
 
-    async def __aenter__(self) -> "AsyncMnemo":
+    async def __aenter__(self) -> AsyncMnemo:
         return self
 
     async def __aexit__(
         self,
-        exc_type: Optional[Type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.aclose()

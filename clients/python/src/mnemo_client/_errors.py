@@ -14,28 +14,28 @@ callers can catch what they care about::
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Type
+from typing import Any
 
 import httpx
 
 __all__ = [
-    "MnemoError",
     "APIConnectionError",
-    "APITimeoutError",
     "APIError",
+    "APITimeoutError",
     "BadRequestError",
-    "UnauthorizedError",
-    "ForbiddenError",
-    "QuotaExceededError",
-    "NotFoundError",
     "ConflictError",
+    "ForbiddenError",
+    "MnemoError",
+    "NotFoundError",
     "PayloadTooLargeError",
+    "QuotaExceededError",
+    "RateLimitedError",
+    "ServerError",
+    "ServiceUnavailableError",
+    "UnauthorizedError",
+    "UnprocessableEntityError",
     "UnsupportedMediaTypeError",
     "ValidationError",
-    "UnprocessableEntityError",
-    "RateLimitedError",
-    "ServiceUnavailableError",
-    "ServerError",
 ]
 
 
@@ -46,7 +46,7 @@ class MnemoError(Exception):
 class APIConnectionError(MnemoError):
     """The server could not be reached, or the connection broke before an answer came."""
 
-    def __init__(self, message: str, *, request: Optional[httpx.Request] = None) -> None:
+    def __init__(self, message: str, *, request: httpx.Request | None = None) -> None:
         super().__init__(message)
         self.request = request
 
@@ -74,10 +74,10 @@ class APIError(MnemoError):
         status: int,
         code: str,
         message: str,
-        details: Optional[Dict[str, Any]] = None,
-        request_id: Optional[str] = None,
-        retry_after: Optional[float] = None,
-        response: Optional[httpx.Response] = None,
+        details: dict[str, Any] | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+        response: httpx.Response | None = None,
     ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
@@ -96,7 +96,8 @@ class APIError(MnemoError):
 
 
 class BadRequestError(APIError):
-    """400: ``malformed_json``, ``invalid_query``, or ``invalid_cursor`` (a cursor this API did not return)."""
+    """400: ``malformed_json``, ``invalid_query``, or ``invalid_cursor`` (a cursor this API did
+    not return)."""
 
 
 class UnauthorizedError(APIError):
@@ -104,7 +105,8 @@ class UnauthorizedError(APIError):
 
 
 class ForbiddenError(APIError):
-    """403: the key lacks the scope (``insufficient_scope``) or a policy denies it (``policy_denied``)."""
+    """403: the key lacks the scope (``insufficient_scope``), a policy denies it
+    (``policy_denied``), or a tenant key was used on the admin surface (``admin_only``)."""
 
 
 class QuotaExceededError(ForbiddenError):
@@ -112,11 +114,13 @@ class QuotaExceededError(ForbiddenError):
 
 
 class NotFoundError(APIError):
-    """404: the resource does not exist, or belongs to another tenant (indistinguishable by design)."""
+    """404: the resource does not exist, or belongs to another tenant (indistinguishable by
+    design)."""
 
 
 class ConflictError(APIError):
-    """409: ``memory_exists``, ``relationship_exists``, ``policy_exists``, ``write_conflict``, ..."""
+    """409: ``memory_exists``, ``relationship_exists``, ``policy_exists``, ``tenant_exists``,
+    ``project_has_tenants``, ``write_conflict`` (retry it)..."""
 
 
 class PayloadTooLargeError(APIError):
@@ -128,7 +132,8 @@ class UnsupportedMediaTypeError(APIError):
 
 
 class ValidationError(APIError):
-    """422 ``invalid_value`` (``details["field"]`` names the field) or ``invalid_body`` (wrong JSON types)."""
+    """422 ``invalid_value`` (``details["field"]`` names the field) or ``invalid_body`` (wrong
+    JSON types)."""
 
 
 UnprocessableEntityError = ValidationError
@@ -146,7 +151,7 @@ class ServerError(APIError):
     """Any other 5xx (the server aims never to answer one)."""
 
 
-_BY_STATUS: Dict[int, Type[APIError]] = {
+_BY_STATUS: dict[int, type[APIError]] = {
     400: BadRequestError,
     401: UnauthorizedError,
     403: ForbiddenError,
@@ -159,12 +164,12 @@ _BY_STATUS: Dict[int, Type[APIError]] = {
     503: ServiceUnavailableError,
 }
 
-_BY_CODE: Dict[str, Type[APIError]] = {
+_BY_CODE: dict[str, type[APIError]] = {
     "quota_exceeded": QuotaExceededError,
 }
 
 
-def parse_retry_after(value: Optional[str]) -> Optional[float]:
+def parse_retry_after(value: str | None) -> float | None:
     """Seconds of a ``Retry-After`` header (delay-seconds or an HTTP date), or ``None``."""
     if value is None:
         return None
@@ -172,8 +177,8 @@ def parse_retry_after(value: Optional[str]) -> Optional[float]:
     try:
         secs = float(value)
     except ValueError:
-        from email.utils import parsedate_to_datetime
         from datetime import datetime, timezone
+        from email.utils import parsedate_to_datetime
 
         try:
             when = parsedate_to_datetime(value)
@@ -191,7 +196,7 @@ def error_from_response(response: httpx.Response) -> APIError:
     """The exception for an error answer, whatever its body (the server's shape is expected)."""
     code = "http_error"
     message = response.reason_phrase or "error"
-    details: Optional[Dict[str, Any]] = None
+    details: dict[str, Any] | None = None
     try:
         body = response.json()
     except ValueError:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import AsyncIterator, Awaitable, Callable, Generic, Iterator, List, Optional, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Generic, TypeVar
 
 from ._calls import Page
 
 T = TypeVar("T")
 
-__all__ = ["Page", "Paginator", "AsyncPaginator"]
+__all__ = ["AsyncPaginator", "Page", "Paginator"]
 
 
 class Paginator(Generic[T]):
@@ -23,7 +24,7 @@ class Paginator(Generic[T]):
             print(len(page.items), page.next_cursor)
     """
 
-    def __init__(self, fetch: Callable[[Optional[str]], Page[T]], start: Optional[str] = None) -> None:
+    def __init__(self, fetch: Callable[[str | None], Page[T]], start: str | None = None) -> None:
         self._fetch = fetch
         self._start = start
 
@@ -41,7 +42,7 @@ class Paginator(Generic[T]):
         for page in self.pages():
             yield from page.items
 
-    def to_list(self) -> List[T]:
+    def to_list(self) -> list[T]:
         """Every item, fetching every page."""
         return list(self)
 
@@ -49,12 +50,12 @@ class Paginator(Generic[T]):
 class AsyncPaginator(Generic[T]):
     """The async counterpart of :class:`Paginator`::
 
-        async for memory in client.memories.list():
-            ...
+    async for memory in client.memories.list():
+        ...
     """
 
     def __init__(
-        self, fetch: Callable[[Optional[str]], Awaitable[Page[T]]], start: Optional[str] = None
+        self, fetch: Callable[[str | None], Awaitable[Page[T]]], start: str | None = None
     ) -> None:
         self._fetch = fetch
         self._start = start
@@ -73,5 +74,5 @@ class AsyncPaginator(Generic[T]):
             for item in page.items:
                 yield item
 
-    async def to_list(self) -> List[T]:
+    async def to_list(self) -> list[T]:
         return [item async for item in self]

@@ -11,34 +11,34 @@ the server adds or renames shows up as a failing test.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Dict, List, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 __all__ = [
+    "ApiKey",
+    "AuditRecord",
+    "CreatedKey",
+    "Direction",
+    "Graph",
+    "GraphNode",
+    "Health",
+    "IsolationLevel",
+    "MaintenanceReport",
     "Memory",
+    "Neighbours",
     "NewMemory",
-    "SearchFilter",
-    "SearchHit",
-    "SearchResult",
+    "Policy",
+    "Project",
+    "Ready",
     "Related",
     "Relationship",
-    "Neighbours",
-    "GraphNode",
-    "Graph",
-    "Policy",
-    "Usage",
-    "AuditRecord",
-    "Project",
-    "Tenant",
-    "ApiKey",
-    "CreatedKey",
-    "MaintenanceReport",
-    "Health",
-    "Ready",
-    "Direction",
+    "SearchFilter",
+    "SearchHit",
     "SearchMode",
-    "IsolationLevel",
+    "SearchResult",
+    "Tenant",
+    "Usage",
 ]
 
 Direction = Literal["out", "in", "both"]
@@ -56,14 +56,14 @@ class Memory(_Model):
     memory_id: str
     content: Any
     relevance_score: float
-    tags: List[str]
-    metadata: Dict[str, Any]
+    tags: list[str]
+    metadata: dict[str, Any]
     has_embedding: bool
     created_at: datetime
     updated_at: datetime
-    expires_at: Optional[datetime] = None
-    embedding_model: Optional[str] = None
-    embedding: Optional[List[float]] = None
+    expires_at: datetime | None = None
+    embedding_model: str | None = None
+    embedding: list[float] | None = None
     """Present only when asked for with ``include_embedding=True``."""
 
 
@@ -71,24 +71,24 @@ class NewMemory(_Model):
     """One memory to create in :meth:`Memories.batch` (plain dicts work too)."""
 
     content: Any
-    memory_id: Optional[str] = None
-    tags: Optional[List[str]] = None
-    metadata: Optional[Dict[str, Any]] = None
-    relevance_score: Optional[float] = None
-    embedding: Optional[List[float]] = None
-    expires_at: Optional[datetime] = None
+    memory_id: str | None = None
+    tags: list[str] | None = None
+    metadata: dict[str, Any] | None = None
+    relevance_score: float | None = None
+    embedding: list[float] | None = None
+    expires_at: datetime | None = None
 
 
 class SearchFilter(_Model):
     """Narrows a search: JSONB containment, tags, relevance and creation time bounds."""
 
-    contains: Optional[Any] = None
-    tags: Optional[List[str]] = None
-    any_tags: Optional[List[str]] = None
-    min_relevance: Optional[float] = None
-    max_relevance: Optional[float] = None
-    created_after: Optional[datetime] = None
-    created_before: Optional[datetime] = None
+    contains: Any | None = None
+    tags: list[str] | None = None
+    any_tags: list[str] | None = None
+    min_relevance: float | None = None
+    max_relevance: float | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
 
 
 class Relationship(_Model):
@@ -99,7 +99,7 @@ class Relationship(_Model):
     target: str
     relationship_type: str
     weight: float
-    metadata: Dict[str, Any]
+    metadata: dict[str, Any]
     created_at: datetime
 
 
@@ -113,23 +113,23 @@ class SearchHit(_Model):
 
     score: float
     memory: Memory
-    similarity: Optional[float] = None
-    vector_rank: Optional[int] = None
-    text_rank: Optional[int] = None
-    related: Optional[List[Related]] = None
+    similarity: float | None = None
+    vector_rank: int | None = None
+    text_rank: int | None = None
+    related: list[Related] | None = None
     """Direct graph neighbours, when the search asked for ``expand=True``."""
 
 
 class SearchResult(_Model):
     mode: SearchMode
-    results: List[SearchHit]
-    strategy: Optional[str] = None
+    results: list[SearchHit]
+    strategy: str | None = None
     """How the vector part was answered: ``exact`` or the tenant's own ``hnsw`` index."""
 
 
 class Neighbours(_Model):
     memory_id: str
-    relationships: List[Relationship]
+    relationships: list[Relationship]
 
 
 class GraphNode(_Model):
@@ -139,8 +139,8 @@ class GraphNode(_Model):
 
 class Graph(_Model):
     root: str
-    nodes: List[GraphNode]
-    edges: List[Relationship]
+    nodes: list[GraphNode]
+    edges: list[Relationship]
 
 
 class Policy(_Model):
@@ -150,12 +150,12 @@ class Policy(_Model):
     name: str
     resource_type: str
     resource_pattern: str
-    permissions: List[str]
-    conditions: Dict[str, Any]
+    permissions: list[str]
+    conditions: dict[str, Any]
     is_active: bool
     created_at: datetime
     updated_at: datetime
-    api_key_id: Optional[str] = None
+    api_key_id: str | None = None
 
 
 class Usage(_Model):
@@ -173,11 +173,11 @@ class Usage(_Model):
     offloaded_context_count: int
     context_bytes: int
     quota_bytes: int
-    avg_relevance: Optional[float] = None
-    oldest_memory_at: Optional[datetime] = None
-    newest_memory_at: Optional[datetime] = None
-    max_memories: Optional[int] = None
-    max_storage_bytes: Optional[int] = None
+    avg_relevance: float | None = None
+    oldest_memory_at: datetime | None = None
+    newest_memory_at: datetime | None = None
+    max_memories: int | None = None
+    max_storage_bytes: int | None = None
 
 
 class AuditRecord(_Model):
@@ -186,22 +186,22 @@ class AuditRecord(_Model):
     action: str
     resource_type: str
     outcome: str
-    details: Dict[str, Any]
+    details: dict[str, Any]
     created_at: datetime
-    resource_id: Optional[str] = None
-    api_key_id: Optional[str] = None
-    request_id: Optional[str] = None
-    status_code: Optional[int] = None
+    resource_id: str | None = None
+    api_key_id: str | None = None
+    request_id: str | None = None
+    status_code: int | None = None
 
 
 class Project(_Model):
     id: str
     name: str
     owner_id: str
-    settings: Dict[str, Any]
+    settings: dict[str, Any]
     created_at: datetime
     updated_at: datetime
-    description: Optional[str] = None
+    description: str | None = None
 
 
 class Tenant(_Model):
@@ -211,23 +211,23 @@ class Tenant(_Model):
     name: str
     isolation_level: str
     encryption_enabled: bool
-    settings: Dict[str, Any]
+    settings: dict[str, Any]
     is_active: bool
     created_at: datetime
     updated_at: datetime
-    max_memories: Optional[int] = None
-    max_storage_bytes: Optional[int] = None
+    max_memories: int | None = None
+    max_storage_bytes: int | None = None
 
 
 class ApiKey(_Model):
     id: str
     name: str
     prefix: str
-    scopes: List[str]
+    scopes: list[str]
     created_at: datetime
-    expires_at: Optional[datetime] = None
-    last_used_at: Optional[datetime] = None
-    revoked_at: Optional[datetime] = None
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
 
 
 class CreatedKey(ApiKey):
@@ -237,12 +237,12 @@ class CreatedKey(ApiKey):
 
 class MaintenanceReport(_Model):
     analytics_refreshed: bool
-    errors: List[Any]
-    partitions_created: Optional[int] = None
-    expired_memories_removed: Optional[int] = None
-    audit_rows_archived: Optional[int] = None
-    usage_reconciled: Optional[Dict[str, Any]] = None
-    vector_indexes: Optional[Dict[str, Any]] = None
+    errors: list[Any]
+    partitions_created: int | None = None
+    expired_memories_removed: int | None = None
+    audit_rows_archived: int | None = None
+    usage_reconciled: dict[str, Any] | None = None
+    vector_indexes: dict[str, Any] | None = None
 
 
 class Health(_Model):
@@ -252,6 +252,6 @@ class Health(_Model):
 class Ready(_Model):
     status: str
     database: str
-    pgvector_version: Optional[str] = None
-    embedder: Optional[str] = None
-    error: Optional[str] = None
+    pgvector_version: str | None = None
+    embedder: str | None = None
+    error: str | None = None
