@@ -11,6 +11,7 @@ Environment:
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import socket
@@ -42,6 +43,7 @@ def _database_url() -> str:
     return url
 
 
+@functools.cache
 def _binary() -> str:
     explicit = os.environ.get("MNEMO_BIN")
     if explicit:
@@ -195,7 +197,6 @@ def new_tenant(server: Server, admin: Mnemo, project_id: str) -> Iterator[Tenant
         admin.admin.tenants.create(tenant_id, project_id, tenant_id, **tenant_fields)  # type: ignore[arg-type]
         key = admin.admin.keys.create(tenant_id, "pytest", scopes or ["*"])
         client = Mnemo(server.url, api_key=key.secret)
-        client.tenant_id = tenant_id  # type: ignore[attr-defined]
         clients.append(client)
         return client
 

@@ -6,8 +6,6 @@ import pytest
 
 from mnemo_client import ConflictError, ForbiddenError, Mnemo, NotFoundError
 
-from .conftest import Server, TenantFactory
-
 
 def test_policy_create_get_update_delete(tenant: Mnemo) -> None:
     p = tenant.policies.create("notes", "memories", ["read", "write"], resource_pattern="notes-*")
@@ -68,13 +66,9 @@ def test_audit_lists_the_tenants_own_operations_with_filters(tenant: Mnemo) -> N
     assert len(list(tenant.audit.list(limit=1).pages())) >= 3
 
 
-def test_request_id_header_reaches_the_audit_trail(
-    new_tenant: TenantFactory, server: Server
-) -> None:
-    tenant = new_tenant()
-    tagged = Mnemo(
-        server.url, api_key=tenant._options.api_key, headers={"x-request-id": "py-req-42"}
-    )
+def test_request_id_set_with_with_options_reaches_the_audit_trail(tenant: Mnemo) -> None:
+    tagged = tenant.with_options(headers={"x-request-id": "py-req-42"})
     tagged.memories.create("tagged", memory_id="tagged")
+    assert tagged._sender.http is tenant._sender.http  # one connection pool
     records = list(tenant.audit.list(request_id="py-req-42"))
     assert [r.action for r in records] == ["memory.create"]

@@ -167,7 +167,13 @@ class AsyncMemories(_AsyncResource):
         created_before: datetime | None = None,
         include_embedding: bool = False,
     ) -> Page[Memory]:
-        """One page of memories, newest first; pass ``next_cursor`` as ``cursor`` for the next."""
+        """One page of memories, newest first; pass ``next_cursor`` as ``cursor`` for the next.
+
+        Example::
+
+            page = await client.memories.list_page(limit=20)
+            more = await client.memories.list_page(limit=20, cursor=page.next_cursor)
+        """
         return await self._sender.send(
             c.list_memories(
                 limit,
@@ -310,11 +316,21 @@ class AsyncRelationships(_AsyncResource):
         )
 
     async def get(self, id: str) -> Relationship:
-        """One relationship by its id."""
+        """One relationship by its id.
+
+        Example::
+
+            rel = await client.relationships.get(rel_id)
+        """
         return await self._sender.send(c.get_relationship(id))
 
     async def delete(self, id: str) -> None:
-        """Delete a relationship."""
+        """Delete a relationship.
+
+        Example::
+
+            await client.relationships.delete(rel.id)
+        """
         await self._sender.send(c.delete_relationship(id))
 
 
@@ -352,18 +368,41 @@ class AsyncPolicies(_AsyncResource):
         )
 
     async def get(self, id: str) -> Policy:
+        """One policy by its id.
+
+        Example::
+
+            policy = await client.policies.get(policy_id)
+        """
         return await self._sender.send(c.get_policy(id))
 
     async def update(self, id: str, *, is_active: bool) -> Policy:
-        """Switch a policy on or off."""
+        """Switch a policy on or off.
+
+        Example::
+
+            await client.policies.update(policy.id, is_active=False)
+        """
         return await self._sender.send(c.update_policy(id, is_active))
 
     async def delete(self, id: str) -> None:
+        """Delete a policy.
+
+        Example::
+
+            await client.policies.delete(policy.id)
+        """
         await self._sender.send(c.delete_policy(id))
 
     async def list_page(
         self, *, limit: int | None = None, cursor: str | None = None
     ) -> Page[Policy]:
+        """One page of policies, oldest first.
+
+        Example::
+
+            page = await client.policies.list_page(limit=50)
+        """
         return await self._sender.send(c.list_policies(limit, cursor))
 
     def list(self, *, limit: int | None = None) -> AsyncPaginator[Policy]:
@@ -403,6 +442,12 @@ class AsyncAudit(_AsyncResource):
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> Page[AuditRecord]:
+        """One page of audit records, newest first.
+
+        Example::
+
+            page = await client.audit.list_page(limit=100, outcome="denied")
+        """
         return await self._sender.send(
             c.list_audit(limit, cursor, action, outcome, request_id, since, until)
         )
@@ -456,6 +501,12 @@ class AsyncProjects(_AsyncResource):
         return await self._sender.send(c.create_project(name, owner_id, description, settings))
 
     async def get(self, id: str) -> Project:
+        """One project by its id.
+
+        Example::
+
+            project = await admin.admin.projects.get(project_id)
+        """
         return await self._sender.send(c.get_project(id))
 
     async def update(
@@ -467,6 +518,12 @@ class AsyncProjects(_AsyncResource):
         description: str | None = OMIT,
         settings: JSONObject | None = OMIT,
     ) -> Project:
+        """Change some fields; the others stay as they are.
+
+        Example::
+
+            await admin.admin.projects.update(project.id, description="Agents in production")
+        """
         return await self._sender.send(
             c.update_project(
                 id, name=name, owner_id=owner_id, description=description, settings=settings
@@ -475,11 +532,21 @@ class AsyncProjects(_AsyncResource):
 
     async def delete(self, id: str, *, cascade: bool = False) -> None:
         """Delete a project; refused (409 ``project_has_tenants``) while it has tenants unless
-        ``cascade=True``."""
+        ``cascade=True``.
+
+        Example::
+
+            await admin.admin.projects.delete(project.id, cascade=True)
+        """
         await self._sender.send(c.delete_project(id, cascade))
 
     def list(self, *, limit: int = 100) -> AsyncPaginator[Project]:
-        """Every project, ``limit`` per request."""
+        """Every project, ``limit`` per request.
+
+        Example::
+
+            names = [p.name async for p in admin.admin.projects.list()]
+        """
         return AsyncPaginator(lambda after: self._sender.send(c.list_projects(limit, after)))
 
 
@@ -517,6 +584,12 @@ class AsyncTenants(_AsyncResource):
         )
 
     async def get(self, tenant_id: str) -> Tenant:
+        """One tenant by its ``tenant_id``.
+
+        Example::
+
+            tenant = await admin.admin.tenants.get("tenant-001")
+        """
         return await self._sender.send(c.get_tenant(tenant_id))
 
     async def update(
@@ -531,7 +604,12 @@ class AsyncTenants(_AsyncResource):
         max_memories: int | None = OMIT,
         max_storage_bytes: int | None = OMIT,
     ) -> Tenant:
-        """Change some fields; ``max_memories=None`` / ``max_storage_bytes=None`` lift a quota."""
+        """Change some fields; ``max_memories=None`` / ``max_storage_bytes=None`` lift a quota.
+
+        Example::
+
+            await admin.admin.tenants.update("tenant-001", max_storage_bytes=10 * 2**20)
+        """
         return await self._sender.send(
             c.update_tenant(
                 tenant_id,
@@ -546,10 +624,21 @@ class AsyncTenants(_AsyncResource):
         )
 
     async def delete(self, tenant_id: str) -> None:
+        """Delete a tenant and everything it holds.
+
+        Example::
+
+            await admin.admin.tenants.delete("tenant-001")
+        """
         await self._sender.send(c.delete_tenant(tenant_id))
 
     def list(self, *, project_id: str | None = None, limit: int = 100) -> AsyncPaginator[Tenant]:
-        """Every tenant (of one project, if given), ``limit`` per request."""
+        """Every tenant (of one project, if given), ``limit`` per request.
+
+        Example::
+
+            ids = [t.tenant_id async for t in admin.admin.tenants.list(project_id=project.id)]
+        """
         return AsyncPaginator(
             lambda after: self._sender.send(c.list_tenants(project_id, limit, after))
         )
@@ -577,10 +666,22 @@ class AsyncKeys(_AsyncResource):
         return await self._sender.send(c.create_key(tenant_id, name, scopes, expires_at))
 
     async def list(self, tenant_id: str) -> builtins.list[ApiKey]:
+        """The tenant's keys (never their secrets).
+
+        Example::
+
+            for key in await admin.admin.keys.list("tenant-001"):
+                print(key.prefix, key.scopes, key.revoked_at)
+        """
         return await self._sender.send(c.list_keys(tenant_id))
 
     async def revoke(self, tenant_id: str, key_id: str) -> ApiKey:
-        """Revoke a key; it stops working on the next request."""
+        """Revoke a key; it stops working on the next request.
+
+        Example::
+
+            await admin.admin.keys.revoke("tenant-001", key.id)
+        """
         return await self._sender.send(c.revoke_key(tenant_id, key_id))
 
 
@@ -594,5 +695,11 @@ class AsyncAdmin(_AsyncResource):
         self.keys = AsyncKeys(sender)
 
     async def run_maintenance(self) -> MaintenanceReport:
-        """Run the background upkeep now (expired memories, partitions, analytics, usage)."""
+        """Run the background upkeep now (expired memories, partitions, audit archival, analytics,
+        usage counters).
+
+        Example::
+
+            report = await admin.admin.run_maintenance()
+        """
         return await self._sender.send(c.run_maintenance())

@@ -28,7 +28,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any, Generic, TypeVar
 
@@ -131,10 +131,6 @@ class Call(Generic[R]):
     admin: bool = False
     accept: frozenset[int] = frozenset()
     """Error statuses whose body ``parse`` reads instead of raising."""
-    has_body: bool = field(default=False)
-
-    def __post_init__(self) -> None:
-        self.has_body = self.json is not None
 
 
 @dataclass
@@ -234,7 +230,7 @@ def build(
         call.method,
         options.base_url + call.path,
         params=call.params,
-        json=call.json if call.has_body else None,
+        json=call.json,
         headers=request_headers(options, call),
         timeout=options.timeout,
     )

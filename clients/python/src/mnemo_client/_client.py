@@ -105,6 +105,37 @@ class Mnemo:
     def base_url(self) -> str:
         return self._options.base_url
 
+    def with_options(
+        self,
+        *,
+        api_key: str | None = None,
+        admin_key: str | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        max_retries: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Mnemo:
+        """A client like this one, sharing its connection pool, with some options changed;
+        ``headers`` are added to this client's.
+
+        Example::
+
+            traced = client.with_options(headers={"x-request-id": "job-42"}, timeout=5)
+            traced.memories.create("written under request id job-42")
+        """
+        o = self._options
+        return Mnemo(
+            o.base_url,
+            api_key=api_key if api_key is not None else o.api_key,
+            admin_key=admin_key if admin_key is not None else o.admin_key,
+            timeout=timeout if timeout is not None else o.timeout,
+            max_retries=max_retries if max_retries is not None else o.max_retries,
+            backoff_base=o.backoff_base,
+            backoff_max=o.backoff_max,
+            max_retry_wait=o.max_retry_wait,
+            headers={**o.headers, **(headers or {})},
+            http_client=self._sender.http,
+        )
+
     def health(self) -> Health:
         """``GET /healthz``: the process is up."""
         return self._sender.send(c.health())
@@ -190,6 +221,31 @@ class AsyncMnemo:
     @property
     def base_url(self) -> str:
         return self._options.base_url
+
+    def with_options(
+        self,
+        *,
+        api_key: str | None = None,
+        admin_key: str | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        max_retries: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> AsyncMnemo:
+        """A client like this one, sharing its connection pool, with some options changed
+        (see :meth:`Mnemo.with_options`)."""
+        o = self._options
+        return AsyncMnemo(
+            o.base_url,
+            api_key=api_key if api_key is not None else o.api_key,
+            admin_key=admin_key if admin_key is not None else o.admin_key,
+            timeout=timeout if timeout is not None else o.timeout,
+            max_retries=max_retries if max_retries is not None else o.max_retries,
+            backoff_base=o.backoff_base,
+            backoff_max=o.backoff_max,
+            max_retry_wait=o.max_retry_wait,
+            headers={**o.headers, **(headers or {})},
+            http_client=self._sender.http,
+        )
 
     async def health(self) -> Health:
         return await self._sender.send(c.health())

@@ -163,7 +163,13 @@ class Memories(_Resource):
         created_before: datetime | None = None,
         include_embedding: bool = False,
     ) -> Page[Memory]:
-        """One page of memories, newest first; pass ``next_cursor`` as ``cursor`` for the next."""
+        """One page of memories, newest first; pass ``next_cursor`` as ``cursor`` for the next.
+
+        Example::
+
+            page = client.memories.list_page(limit=20)
+            more = client.memories.list_page(limit=20, cursor=page.next_cursor)
+        """
         return self._sender.send(
             c.list_memories(
                 limit,
@@ -304,11 +310,21 @@ class Relationships(_Resource):
         )
 
     def get(self, id: str) -> Relationship:
-        """One relationship by its id."""
+        """One relationship by its id.
+
+        Example::
+
+            rel = client.relationships.get(rel_id)
+        """
         return self._sender.send(c.get_relationship(id))
 
     def delete(self, id: str) -> None:
-        """Delete a relationship."""
+        """Delete a relationship.
+
+        Example::
+
+            client.relationships.delete(rel.id)
+        """
         self._sender.send(c.delete_relationship(id))
 
 
@@ -345,16 +361,39 @@ class Policies(_Resource):
         )
 
     def get(self, id: str) -> Policy:
+        """One policy by its id.
+
+        Example::
+
+            policy = client.policies.get(policy_id)
+        """
         return self._sender.send(c.get_policy(id))
 
     def update(self, id: str, *, is_active: bool) -> Policy:
-        """Switch a policy on or off."""
+        """Switch a policy on or off.
+
+        Example::
+
+            client.policies.update(policy.id, is_active=False)
+        """
         return self._sender.send(c.update_policy(id, is_active))
 
     def delete(self, id: str) -> None:
+        """Delete a policy.
+
+        Example::
+
+            client.policies.delete(policy.id)
+        """
         self._sender.send(c.delete_policy(id))
 
     def list_page(self, *, limit: int | None = None, cursor: str | None = None) -> Page[Policy]:
+        """One page of policies, oldest first.
+
+        Example::
+
+            page = client.policies.list_page(limit=50)
+        """
         return self._sender.send(c.list_policies(limit, cursor))
 
     def list(self, *, limit: int | None = None) -> Paginator[Policy]:
@@ -394,6 +433,12 @@ class Audit(_Resource):
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> Page[AuditRecord]:
+        """One page of audit records, newest first.
+
+        Example::
+
+            page = client.audit.list_page(limit=100, outcome="denied")
+        """
         return self._sender.send(
             c.list_audit(limit, cursor, action, outcome, request_id, since, until)
         )
@@ -447,6 +492,12 @@ class Projects(_Resource):
         return self._sender.send(c.create_project(name, owner_id, description, settings))
 
     def get(self, id: str) -> Project:
+        """One project by its id.
+
+        Example::
+
+            project = admin.admin.projects.get(project_id)
+        """
         return self._sender.send(c.get_project(id))
 
     def update(
@@ -458,6 +509,12 @@ class Projects(_Resource):
         description: str | None = OMIT,
         settings: JSONObject | None = OMIT,
     ) -> Project:
+        """Change some fields; the others stay as they are.
+
+        Example::
+
+            admin.admin.projects.update(project.id, description="Agents in production")
+        """
         return self._sender.send(
             c.update_project(
                 id, name=name, owner_id=owner_id, description=description, settings=settings
@@ -466,11 +523,21 @@ class Projects(_Resource):
 
     def delete(self, id: str, *, cascade: bool = False) -> None:
         """Delete a project; refused (409 ``project_has_tenants``) while it has tenants unless
-        ``cascade=True``."""
+        ``cascade=True``.
+
+        Example::
+
+            admin.admin.projects.delete(project.id, cascade=True)
+        """
         self._sender.send(c.delete_project(id, cascade))
 
     def list(self, *, limit: int = 100) -> Paginator[Project]:
-        """Every project, ``limit`` per request."""
+        """Every project, ``limit`` per request.
+
+        Example::
+
+            names = [p.name for p in admin.admin.projects.list()]
+        """
         return Paginator(lambda after: self._sender.send(c.list_projects(limit, after)))
 
 
@@ -507,6 +574,12 @@ class Tenants(_Resource):
         )
 
     def get(self, tenant_id: str) -> Tenant:
+        """One tenant by its ``tenant_id``.
+
+        Example::
+
+            tenant = admin.admin.tenants.get("tenant-001")
+        """
         return self._sender.send(c.get_tenant(tenant_id))
 
     def update(
@@ -521,7 +594,12 @@ class Tenants(_Resource):
         max_memories: int | None = OMIT,
         max_storage_bytes: int | None = OMIT,
     ) -> Tenant:
-        """Change some fields; ``max_memories=None`` / ``max_storage_bytes=None`` lift a quota."""
+        """Change some fields; ``max_memories=None`` / ``max_storage_bytes=None`` lift a quota.
+
+        Example::
+
+            admin.admin.tenants.update("tenant-001", max_storage_bytes=10 * 2**20)
+        """
         return self._sender.send(
             c.update_tenant(
                 tenant_id,
@@ -536,10 +614,21 @@ class Tenants(_Resource):
         )
 
     def delete(self, tenant_id: str) -> None:
+        """Delete a tenant and everything it holds.
+
+        Example::
+
+            admin.admin.tenants.delete("tenant-001")
+        """
         self._sender.send(c.delete_tenant(tenant_id))
 
     def list(self, *, project_id: str | None = None, limit: int = 100) -> Paginator[Tenant]:
-        """Every tenant (of one project, if given), ``limit`` per request."""
+        """Every tenant (of one project, if given), ``limit`` per request.
+
+        Example::
+
+            ids = [t.tenant_id for t in admin.admin.tenants.list(project_id=project.id)]
+        """
         return Paginator(lambda after: self._sender.send(c.list_tenants(project_id, limit, after)))
 
 
@@ -565,10 +654,22 @@ class Keys(_Resource):
         return self._sender.send(c.create_key(tenant_id, name, scopes, expires_at))
 
     def list(self, tenant_id: str) -> builtins.list[ApiKey]:
+        """The tenant's keys (never their secrets).
+
+        Example::
+
+            for key in admin.admin.keys.list("tenant-001"):
+                print(key.prefix, key.scopes, key.revoked_at)
+        """
         return self._sender.send(c.list_keys(tenant_id))
 
     def revoke(self, tenant_id: str, key_id: str) -> ApiKey:
-        """Revoke a key; it stops working on the next request."""
+        """Revoke a key; it stops working on the next request.
+
+        Example::
+
+            admin.admin.keys.revoke("tenant-001", key.id)
+        """
         return self._sender.send(c.revoke_key(tenant_id, key_id))
 
 
@@ -582,5 +683,11 @@ class Admin(_Resource):
         self.keys = Keys(sender)
 
     def run_maintenance(self) -> MaintenanceReport:
-        """Run the background upkeep now (expired memories, partitions, analytics, usage)."""
+        """Run the background upkeep now (expired memories, partitions, audit archival, analytics,
+        usage counters).
+
+        Example::
+
+            report = admin.admin.run_maintenance()
+        """
         return self._sender.send(c.run_maintenance())
