@@ -1,6 +1,8 @@
 //! Background upkeep, as plain functions: the server's loops call them, and so does
 //! `POST /v1/admin/maintenance` (and tests) to run them now.
 
+use std::time::Instant;
+
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -9,6 +11,7 @@ use mnemo_store::usage::ReconcileReport;
 use mnemo_store::Store;
 
 use crate::state::Limits;
+use crate::telemetry::job_finished;
 
 #[derive(Debug, Default, Serialize, ToSchema)]
 pub struct MaintenanceReport {
@@ -26,23 +29,54 @@ pub struct MaintenanceReport {
 
 /// Partitions ahead, expired memories, audit archival, analytics, usage counters.
 pub async fn housekeeping(store: &Store, limits: &Limits, report: &mut MaintenanceReport) {
+    let t = Instant::now();
     match store.create_time_partitions(3).await {
-        Ok(n) => report.partitions_created = Some(n),
-        Err(e) => report.errors.push(format!("create_time_partitions: {e}")),
+        Ok(n) => {
+            job_finished("partitions", t, true);
+            report.partitions_created = Some(n)
+        }
+        Err(e) => {
+            job_finished("partitions", t, false);
+            report.errors.push(format!("create_time_partitions: {e}"))
+        }
     }
+    let t = Instant::now();
     match store.clean_expired_memories().await {
-        Ok(n) => report.expired_memories_removed = Some(n),
-        Err(e) => report.errors.push(format!("clean_expired_memories: {e}")),
+        Ok(n) => {
+            job_finished("expiry", t, true);
+            report.expired_memories_removed = Some(n)
+        }
+        Err(e) => {
+            job_finished("expiry", t, false);
+            report.errors.push(format!("clean_expired_memories: {e}"))
+        }
     }
+    let t = Instant::now();
     match store.archive_audit_months(limits.audit_archive_days).await {
-        Ok(n) => report.audit_rows_archived = Some(n),
-        Err(e) => report.errors.push(format!("archive audit logs: {e}")),
+        Ok(n) => {
+            job_finished("audit_archive", t, true);
+            report.audit_rows_archived = Some(n)
+        }
+        Err(e) => {
+            job_finished("audit_archive", t, false);
+            report.errors.push(format!("archive audit logs: {e}"))
+        }
     }
+    let t = Instant::now();
     match store.refresh_analytics_views().await {
-        Ok(()) => report.analytics_refreshed = true,
-        Err(e) => report.errors.push(format!("refresh_analytics_views: {e}")),
+        Ok(()) => {
+            job_finished("analytics", t, true);
+            report.analytics_refreshed = true
+        }
+        Err(e) => {
+            job_finished("analytics", t, false);
+            report.errors.push(format!("refresh_analytics_views: {e}"))
+        }
     }
-    match store.reconcile_usage().await {
+    let t = Instant::now();
+    let reconciled = store.reconcile_usage().await;
+    job_finished("usage_reconcile", t, reconciled.is_ok());
+    match reconciled {
         Ok(r) => {
             if !r.corrected.is_empty() {
                 tracing::warn!(tenants = ?r.corrected, "usage counters were off and are corrected");
@@ -59,7 +93,10 @@ pub async fn vector_indexes(store: &Store, limits: &Limits, report: &mut Mainten
         min_rows: limits.vector_index_min_rows,
         max_builds_per_run: 4,
     };
-    match store.maintain_vector_indexes(policy).await {
+    let t = Instant::now();
+    let maintained = store.maintain_vector_indexes(policy).await;
+    job_finished("vector_indexes", t, maintained.is_ok());
+    match maintained {
         Ok(r) => report.vector_indexes = Some(r),
         Err(e) => report.errors.push(format!("vector indexes: {e}")),
     }

@@ -7,6 +7,7 @@ use mnemo_embed::Embedder;
 use mnemo_store::Store;
 
 use crate::rate_limit::{RateLimiter, RateLimits};
+use crate::telemetry::{self, MeasuredEmbedder, MetricsToken};
 
 /// Bounds on what one request may ask for. Exceeding one is a clear 4xx.
 #[derive(Debug, Clone)]
@@ -80,6 +81,8 @@ pub struct AppState {
     pub admin_key: AdminKey,
     /// The buckets of `limits.rate`, shared by every request of this process.
     pub rate_limiter: Arc<RateLimiter>,
+    /// Required by `GET /metrics` when set ([`AppState::with_metrics_token`]).
+    pub metrics_token: Option<MetricsToken>,
 }
 
 impl AppState {
@@ -90,13 +93,22 @@ impl AppState {
         admin_key: AdminKey,
     ) -> Self {
         let rate_limiter = Arc::new(RateLimiter::new(&limits.rate));
+        // Installs the metrics recorder before the first request is measured.
+        let _ = telemetry::handle();
         Self {
             store,
-            embedder,
+            embedder: embedder.map(MeasuredEmbedder::wrap),
             limits: Arc::new(limits),
             admin_key,
             rate_limiter,
+            metrics_token: None,
         }
+    }
+
+    /// `GET /metrics` then requires `Authorization: Bearer <token>` (`MNEMO_METRICS_TOKEN`).
+    pub fn with_metrics_token(mut self, token: &str) -> Self {
+        self.metrics_token = Some(MetricsToken::new(token));
+        self
     }
 }
 

@@ -89,6 +89,10 @@ pub struct ServeArgs {
     #[arg(long, env = "MNEMO_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
 
+    /// When set, `GET /metrics` requires `Authorization: Bearer <token>`.
+    #[arg(long, env = "MNEMO_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
     #[arg(long, env = "MNEMO_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_body_bytes: usize,
     #[arg(long, env = "MNEMO_MAX_BATCH", default_value_t = 1000)]

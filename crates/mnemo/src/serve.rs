@@ -38,7 +38,10 @@ pub async fn run(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
         rate: args.rate_limits(),
         ..Limits::default()
     };
-    let state = AppState::new(store.clone(), embedder, limits, admin_key);
+    let mut state = AppState::new(store.clone(), embedder, limits, admin_key);
+    if let Some(token) = args.metrics_token.as_deref().filter(|t| !t.is_empty()) {
+        state = state.with_metrics_token(token);
+    }
 
     store.refresh_vector_index_cache().await?;
     let (stop_tx, stop_rx) = watch::channel(false);
