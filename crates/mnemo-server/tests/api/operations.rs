@@ -241,3 +241,38 @@ async fn metrics_token_is_required_when_configured() {
     assert_eq!(ok.status, 200, "{}", ok.text);
     assert!(ok.text.contains("http_server_request_duration_seconds"));
 }
+
+#[tokio::test]
+async fn readyz_is_not_ready_while_a_migration_is_pending() {
+    let app = TestApp::spawn().await;
+    let ready = app.call("GET", "/readyz", None, None).await;
+    assert_eq!(ready.status, 200, "{}", ready.text);
+    assert!(ready.body.get("pending_migrations").is_none());
+
+    let latest: i64 = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
+        .fetch_one(app.store.pool())
+        .await
+        .expect("latest migration");
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = $1")
+        .bind(latest)
+        .execute(app.store.pool())
+        .await
+        .expect("forget the latest migration");
+    let pending = app.call("GET", "/readyz", None, None).await;
+    assert_eq!(pending.status, 503, "{}", pending.text);
+    assert_eq!(pending.body["status"], "unavailable");
+    assert_eq!(pending.body["database"], "reachable");
+    assert_eq!(pending.body["pending_migrations"], json!([latest]));
+}
+
+#[tokio::test]
+async fn readyz_is_not_ready_when_an_applied_migration_has_another_checksum() {
+    let app = TestApp::spawn().await;
+    sqlx::query("UPDATE _sqlx_migrations SET checksum = '\\x00' WHERE version = 1")
+        .execute(app.store.pool())
+        .await
+        .expect("alter a checksum");
+    let pending = app.call("GET", "/readyz", None, None).await;
+    assert_eq!(pending.status, 503, "{}", pending.text);
+    assert_eq!(pending.body["pending_migrations"], json!([1]));
+}
