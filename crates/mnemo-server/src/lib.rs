@@ -83,6 +83,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::tenant_misc::router())
         .merge(routes::admin::router())
         .merge(routes::maintenance::router())
+        .merge(routes::operations::router())
 }
 
 async fn not_found() -> ApiError {
@@ -115,7 +116,10 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(telemetry::metrics_endpoint))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn(telemetry::track_http))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            telemetry::track_http,
+        ))
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

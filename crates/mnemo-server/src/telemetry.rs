@@ -6,15 +6,19 @@
 //! Values that already live elsewhere (the database pool, the rate limiter's refusal counts) are
 //! read when `/metrics` is scraped rather than mirrored on every change.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{MatchedPath, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use rand::Rng;
 use sha2::{Digest, Sha256};
+
+use mnemo_core::latency::Window;
 
 use mnemo_embed::{EmbedError, Embedder};
 
@@ -132,22 +136,36 @@ fn describe() {
 
 /// Middleware: times each request by route template, method and status, counts the requests in
 /// flight, and counts authentication failures and quota refusals from the error they end with.
-pub async fn track_http(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+/// Also adds the request to the state's [`OpWindows`], which the health sampler logs every minute.
+pub async fn track_http(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().as_str().to_owned();
+        .map(|p| p.as_str().to_owned());
+    let method = method_label(req.method());
     let start = Instant::now();
     let _in_flight = InFlight::enter();
     let response = next.run(req).await;
     let status = response.status();
+    let elapsed = start.elapsed();
+    let operation = match &route {
+        Some(r) => format!("{method} {r}"),
+        None => "unmatched".to_owned(),
+    };
+    state.op_windows.record(
+        operation,
+        elapsed.as_secs_f64() * 1000.0,
+        status.is_server_error(),
+    );
     metrics::histogram!(HTTP_DURATION,
-        "http_route" => route,
+        "http_route" => route.unwrap_or_else(|| "unmatched".to_owned()),
         "http_request_method" => method,
         "http_response_status_code" => status.as_u16().to_string())
-    .record(start.elapsed().as_secs_f64());
+    .record(elapsed.as_secs_f64());
     if let Some(ErrorCode(code)) = response.extensions().get::<ErrorCode>() {
         if status == StatusCode::UNAUTHORIZED {
             metrics::counter!(AUTH_FAILURES, "code" => *code).increment(1);
@@ -156,6 +174,64 @@ pub async fn track_http(req: axum::extract::Request, next: axum::middleware::Nex
         }
     }
     response
+}
+
+/// The method as a label: the standard ones by name, any other as `_OTHER` (bounded labels).
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "_OTHER",
+    }
+}
+
+/// Values of one operation kept per window; beyond, a uniform sample of them.
+const WINDOW_SAMPLE: usize = 2048;
+/// Operations tracked per window (route templates are bounded; this bounds them anyway).
+const WINDOW_OPERATIONS: usize = 512;
+
+/// Requests per operation (`METHOD /route/template`) since the last health sample: count, 5xx
+/// answers and latencies in milliseconds.
+#[derive(Default, Debug)]
+pub struct OpWindows {
+    windows: Mutex<HashMap<String, Window>>,
+}
+
+impl OpWindows {
+    pub fn record(&self, operation: String, millis: f64, error: bool) {
+        let Ok(mut windows) = self.windows.lock() else {
+            return;
+        };
+        if windows.len() >= WINDOW_OPERATIONS && !windows.contains_key(&operation) {
+            return;
+        }
+        windows
+            .entry(operation)
+            .or_insert_with(|| Window::new(WINDOW_SAMPLE))
+            .record(millis, error, |n| rand::thread_rng().gen_range(0..n));
+    }
+
+    /// The windows so far, leaving empty ones for the next sample.
+    pub fn take(&self) -> HashMap<String, Window> {
+        self.windows
+            .lock()
+            .map(|mut w| std::mem::take(&mut *w))
+            .unwrap_or_default()
+    }
+}
+
+static LAST_SUCCESS: Mutex<Vec<(&'static str, SystemTime)>> = Mutex::new(Vec::new());
+
+/// Each job step's last success in this process, for the job lag of the health samples.
+pub fn last_successes() -> Vec<(&'static str, SystemTime)> {
+    LAST_SUCCESS.lock().map(|l| l.clone()).unwrap_or_default()
 }
 
 /// Counts a request in flight until dropped (also when the client goes away mid-request).
@@ -223,6 +299,10 @@ pub fn job_finished(job: &'static str, started: Instant, ok: bool) {
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
         metrics::gauge!(JOB_LAST_SUCCESS, "job" => job).set(now);
+        if let Ok(mut last) = LAST_SUCCESS.lock() {
+            last.retain(|(j, _)| *j != job);
+            last.push((job, SystemTime::now()));
+        }
     } else {
         metrics::counter!(JOB_FAILURES, "job" => job).increment(1);
     }

@@ -9,11 +9,13 @@
 //!   through a [`TenantTx`].
 //! - [`usage`]: per-tenant usage counters, quotas, their reconciliation.
 //! - [`maintenance`]: the seed's maintenance functions and partition upkeep.
+//! - [`health`]: health samples into `performance_metrics`, database figures, `system_health`.
 //! - `testing` (feature `test-support`): a fresh migrated database per test.
 
 pub mod admin;
 pub mod audit;
 mod error;
+pub mod health;
 pub mod maintenance;
 pub mod memories;
 pub mod policies;

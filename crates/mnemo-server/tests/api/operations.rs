@@ -276,3 +276,164 @@ async fn readyz_is_not_ready_when_an_applied_migration_has_another_checksum() {
     assert_eq!(pending.status, 503, "{}", pending.text);
     assert_eq!(pending.body["pending_migrations"], json!([1]));
 }
+
+#[tokio::test]
+async fn health_samples_land_in_system_health_and_the_performance_summary() {
+    let mut kept = None;
+    let app = TestApp::spawn_state(|store| {
+        let state = AppState::new(
+            store,
+            None,
+            Limits::default(),
+            AdminKey::configured(ADMIN_KEY),
+        );
+        kept = Some(state.clone());
+        state
+    })
+    .await;
+    let state = kept.expect("state");
+    let t = app.new_tenant("health-tenant-1").await;
+    for _ in 0..3 {
+        app.get("/v1/memories/none-such", &t.key)
+            .await
+            .expect(404, "memory_not_found");
+    }
+    let report = mnemo_server::jobs::sample_health(&state)
+        .await
+        .expect("sample");
+    assert!(report.rows > 0);
+    assert!(report.operations >= 1);
+
+    let since = chrono::Utc::now() - chrono::Duration::minutes(5);
+    let minutes = app.store.health_history(since).await.expect("history");
+    let minute = minutes.last().expect("a sampled minute");
+    assert!(minute.request_count >= 3, "{minute:?}");
+    assert_eq!(minute.error_count, 0);
+    assert_eq!(minute.status, "healthy");
+    assert!(minute.p99_latency_ms.is_some_and(|v| v > 0.0));
+    assert!(minute.pool_size.is_some_and(|v| v >= 1.0));
+    assert!(minute.database_bytes.is_some_and(|v| v > 0.0));
+    assert!(minute.connections.is_some_and(|v| v >= 1.0));
+
+    let (count, p95): (i64, f64) = sqlx::query_as(
+        "SELECT sample_count, p95_value FROM system_performance_summary
+         WHERE metric_type = 'request' AND metric_name = 'GET /v1/memories/{memory_id}'",
+    )
+    .fetch_one(app.store.pool())
+    .await
+    .expect("summary row for the operation");
+    assert_eq!(count, 1);
+    assert_eq!(p95, 3.0);
+
+    let health = app.admin("GET", "/v1/admin/health", None).await;
+    let body = health.ok(200);
+    assert_eq!(body["current"]["status"], "healthy");
+    assert!(body["current"]["pool"]["max"]
+        .as_u64()
+        .is_some_and(|m| m >= 1));
+    assert!(body["current"]["database"]["database_bytes"]
+        .as_i64()
+        .is_some_and(|b| b > 0));
+    let last_hour = body["last_hour"].as_array().expect("last_hour");
+    assert!(last_hour
+        .iter()
+        .any(|m| m["request_count"].as_i64() >= Some(3)));
+}
+
+#[tokio::test]
+async fn admin_health_and_tenant_usage_are_admin_only() {
+    let app = TestApp::spawn().await;
+    let t = app.new_tenant("health-tenant-2").await;
+    app.get("/v1/admin/health", &t.key)
+        .await
+        .expect(403, "admin_only");
+    app.get(&format!("/v1/admin/tenants/{}/usage", t.tenant_id), &t.key)
+        .await
+        .expect(403, "admin_only");
+}
+
+#[tokio::test]
+async fn admin_tenant_usage_reports_counters_quotas_and_daily_activity() {
+    let app = TestApp::spawn().await;
+    let t = app.new_tenant("usage-tenant-1").await;
+    let other = app.new_tenant("usage-tenant-2").await;
+    app.create_memory(&t.key, "m1", json!({"text": "one"}))
+        .await;
+    app.create_memory(&t.key, "m2", json!({"text": "two"}))
+        .await;
+    app.create_memory(&other.key, "m1", json!({"text": "other"}))
+        .await;
+    app.admin(
+        "PATCH",
+        &format!("/v1/admin/tenants/{}", t.tenant_id),
+        Some(json!({"max_memories": 10})),
+    )
+    .await
+    .ok(200);
+    app.admin("POST", "/v1/admin/maintenance", None)
+        .await
+        .ok(200);
+
+    let usage = app
+        .admin(
+            "GET",
+            &format!("/v1/admin/tenants/{}/usage", t.tenant_id),
+            None,
+        )
+        .await;
+    let body = usage.ok(200);
+    assert_eq!(body["tenant_id"], t.tenant_id.as_str());
+    assert_eq!(body["counters"]["memories"], 2);
+    assert_eq!(body["counters"]["max_memories"], 10);
+    assert!(body["storage_bytes"].as_i64().is_some_and(|b| b > 0));
+    let created: i64 = body["daily_activity"]
+        .as_array()
+        .expect("daily_activity")
+        .iter()
+        .filter(|d| {
+            d["outcome"] == "success" && d["action"].as_str().is_some_and(|a| a.contains("create"))
+        })
+        .filter_map(|d| d["operations"].as_i64())
+        .sum();
+    assert_eq!(created, 2, "{body}");
+}
+
+#[tokio::test]
+async fn maintenance_drops_whole_months_of_health_history_past_retention_and_keeps_recent_ones() {
+    let app = TestApp::spawn().await;
+    let pool = app.store.pool();
+    sqlx::query(
+        "CREATE TABLE performance_metrics_p2020_01 PARTITION OF performance_metrics
+         FOR VALUES FROM ('2020-01-01 00:00:00+00') TO ('2020-02-01 00:00:00+00')",
+    )
+    .execute(pool)
+    .await
+    .expect("an old month");
+    sqlx::query(
+        "SELECT log_performance_metric(NULL, 'request', 'GET /x', 1, 'count')
+         FROM generate_series(1, 2)",
+    )
+    .execute(pool)
+    .await
+    .expect("recent samples");
+    sqlx::query(
+        "INSERT INTO performance_metrics (metric_type, metric_name, metric_value, recorded_at)
+         VALUES ('request', 'GET /x', 1, '2020-01-15T00:00:00Z')",
+    )
+    .execute(pool)
+    .await
+    .expect("an old sample");
+
+    let report = app.admin("POST", "/v1/admin/maintenance", None).await;
+    let dropped = report.ok(200)["metric_partitions_dropped"].clone();
+    assert_eq!(dropped, json!(["performance_metrics_p2020_01"]));
+    let (old, recent): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE recorded_at < '2021-01-01'),
+                count(*) FILTER (WHERE recorded_at > now() - interval '1 hour')
+         FROM performance_metrics",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("count");
+    assert_eq!((old, recent), (0, 2));
+}
