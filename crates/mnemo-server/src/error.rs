@@ -282,9 +282,14 @@ impl IntoResponse for ApiError {
         if self.audited {
             response.extensions_mut().insert(AuditedRefusal);
         }
+        response.extensions_mut().insert(ErrorCode(self.code));
         response
     }
 }
+
+/// The error code of an error response, for the metrics middleware (`crate::telemetry`).
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode(pub &'static str);
 
 pub type ApiResult<T> = Result<T, ApiError>;
 

@@ -9,6 +9,7 @@
 //! - [`error`], [`extract`]: the one JSON error shape and extractors that produce it.
 //! - [`jobs`]: background upkeep (partitions, expiry, analytics, per-tenant vector indexes).
 //! - [`state`]: shared state and configurable [`Limits`].
+//! - [`telemetry`]: Prometheus metrics (`GET /metrics`) and what records them.
 
 pub mod auth;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod ops;
 pub mod rate_limit;
 pub mod routes;
 pub mod state;
+pub mod telemetry;
 
 use std::future::Future;
 use std::time::Duration;
@@ -81,6 +83,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::tenant_misc::router())
         .merge(routes::admin::router())
         .merge(routes::maintenance::router())
+        .merge(routes::operations::router())
 }
 
 async fn not_found() -> ApiError {
@@ -110,8 +113,13 @@ pub fn app(state: AppState) -> Router {
             async move { Json(spec.as_ref().clone()) }
         }))
         .route("/docs", get(|| async { Html(include_str!("docs.html")) }))
+        .route("/metrics", get(telemetry::metrics_endpoint))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            telemetry::track_http,
+        ))
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -7,6 +7,7 @@ use mnemo_embed::Embedder;
 use mnemo_store::Store;
 
 use crate::rate_limit::{RateLimiter, RateLimits};
+use crate::telemetry::{self, MeasuredEmbedder, MetricsToken, OpWindows};
 
 /// Bounds on what one request may ask for. Exceeding one is a clear 4xx.
 #[derive(Debug, Clone)]
@@ -39,6 +40,9 @@ pub struct Limits {
     pub vector_index_min_rows: i64,
     /// The maintenance job archives audit rows older than this many days (in whole months).
     pub audit_archive_days: i32,
+    /// The maintenance job drops months of `performance_metrics` (the health history) older
+    /// than this many days, a whole partition at a time.
+    pub metrics_retention_days: i32,
     /// Request rates per key, tenant, admin key and failed authentication. Off in
     /// `Limits::default()` (a library default: tests and embedders are never throttled by
     /// accident); `mnemo serve` turns them on by default.
@@ -66,6 +70,7 @@ impl Default for Limits {
             ef_search: 400,
             vector_index_min_rows: 10_000,
             audit_archive_days: 365,
+            metrics_retention_days: 90,
             rate: RateLimits::off(),
         }
     }
@@ -80,6 +85,10 @@ pub struct AppState {
     pub admin_key: AdminKey,
     /// The buckets of `limits.rate`, shared by every request of this process.
     pub rate_limiter: Arc<RateLimiter>,
+    /// Required by `GET /metrics` when set ([`AppState::with_metrics_token`]).
+    pub metrics_token: Option<MetricsToken>,
+    /// Requests per operation since the last health sample (`jobs::sample_health`).
+    pub op_windows: Arc<OpWindows>,
 }
 
 impl AppState {
@@ -90,13 +99,23 @@ impl AppState {
         admin_key: AdminKey,
     ) -> Self {
         let rate_limiter = Arc::new(RateLimiter::new(&limits.rate));
+        // Installs the metrics recorder before the first request is measured.
+        let _ = telemetry::handle();
         Self {
             store,
-            embedder,
+            embedder: embedder.map(MeasuredEmbedder::wrap),
             limits: Arc::new(limits),
             admin_key,
             rate_limiter,
+            metrics_token: None,
+            op_windows: Arc::new(OpWindows::default()),
         }
+    }
+
+    /// `GET /metrics` then requires `Authorization: Bearer <token>` (`MNEMO_METRICS_TOKEN`).
+    pub fn with_metrics_token(mut self, token: &str) -> Self {
+        self.metrics_token = Some(MetricsToken::new(token));
+        self
     }
 }
 

@@ -35,10 +35,14 @@ pub async fn run(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
         ef_search: args.ef_search,
         vector_index_min_rows: args.vector_index_min_rows,
         audit_archive_days: args.audit_archive_days,
+        metrics_retention_days: args.metrics_retention_days,
         rate: args.rate_limits(),
         ..Limits::default()
     };
-    let state = AppState::new(store.clone(), embedder, limits, admin_key);
+    let mut state = AppState::new(store.clone(), embedder, limits, admin_key);
+    if let Some(token) = args.metrics_token.as_deref().filter(|t| !t.is_empty()) {
+        state = state.with_metrics_token(token);
+    }
 
     store.refresh_vector_index_cache().await?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -57,7 +61,7 @@ pub async fn run(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
     let indexing = {
         let (store, limits) = (store.clone(), state.limits.clone());
         let interval = Duration::from_secs(args.vector_index_interval_secs.max(1));
-        tokio::spawn(every(interval, stop_rx, move || {
+        tokio::spawn(every(interval, stop_rx.clone(), move || {
             let (store, limits) = (store.clone(), limits.clone());
             async move {
                 let mut report = jobs::MaintenanceReport::default();
@@ -79,6 +83,22 @@ pub async fn run(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
         }))
     };
 
+    let sampling = (args.health_sample_secs > 0).then(|| {
+        let state = state.clone();
+        let interval = Duration::from_secs(args.health_sample_secs);
+        tokio::spawn(every(interval, stop_rx.clone(), move || {
+            let state = state.clone();
+            async move {
+                match jobs::sample_health(&state).await {
+                    Ok(r) => {
+                        tracing::debug!(rows = r.rows, operations = r.operations, "health sampled")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "health sample failed"),
+                }
+            }
+        }))
+    });
+
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
         .with_context(|| format!("binding {}", args.bind))?;
@@ -92,6 +112,9 @@ pub async fn run(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
     .await?;
     let _ = stop_tx.send(true);
     let _ = housekeeping.await;
+    if let Some(sampling) = sampling {
+        let _ = sampling.await;
+    }
     // An index build can take minutes; shutdown does not wait for it. The interrupted
     // CREATE INDEX CONCURRENTLY leaves an invalid index, which the next run drops and rebuilds.
     indexing.abort();

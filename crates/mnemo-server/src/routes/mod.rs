@@ -5,5 +5,6 @@ pub mod graph;
 pub mod health;
 pub mod maintenance;
 pub mod memories;
+pub mod operations;
 pub mod search;
 pub mod tenant_misc;

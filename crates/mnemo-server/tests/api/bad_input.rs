@@ -402,6 +402,8 @@ fn cases(project: &str, tenant: &str, key_id: &str, policy: &str) -> Vec<Case> {
         case("DELETE", format!("{tenants}/keys/not-a-uuid"), Body::None, 404, "not_found"),
         case("DELETE", format!("{tenants}/keys/{unknown}"), Body::None, 404, "api_key_not_found"),
         case("DELETE", format!("/v1/admin/tenants/nobody/keys/{key_id}"), Body::None, 404, "api_key_not_found"),
+        case("GET", "/v1/admin/tenants/nobody/usage", Body::None, 404, "tenant_not_found"),
+        case("GET", "/v1/admin/tenants/nul%00/usage", Body::None, 422, "invalid_value"),
     ];
     v.extend(admin_cases.into_iter().map(admin));
     v
@@ -589,6 +591,7 @@ async fn bad_input_on_every_endpoint_is_a_4xx_with_the_error_shape() {
         "GET /readyz",
         "GET /v1/usage",
         "POST /v1/admin/maintenance",
+        "GET /v1/admin/health",
     ];
     let uncovered: Vec<String> = ops
         .iter()

@@ -111,8 +111,13 @@ impl TestApp {
         embedder: Option<Arc<dyn Embedder>>,
         admin_key: AdminKey,
     ) -> TestApp {
+        Self::spawn_state(|store| AppState::new(store, embedder, limits, admin_key)).await
+    }
+
+    /// The application with the state `make` builds on a fresh database's store.
+    pub async fn spawn_state(make: impl FnOnce(Store) -> AppState) -> TestApp {
         let db = TestDb::new().await;
-        let state = AppState::new(db.store.clone(), embedder, limits, admin_key);
+        let state = make(db.store.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a random port");

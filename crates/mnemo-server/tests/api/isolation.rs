@@ -3,7 +3,8 @@
 //!
 //! [`ENDPOINTS`] must list every tenant operation of the OpenAPI document
 //! (`every_tenant_endpoint_has_an_isolation_row` fails otherwise), so a new endpoint cannot ship
-//! without its isolation check.
+//! without its isolation check. Admin-only operations have no rows: `/v1/admin/health` and
+//! `/v1/admin/tenants/{tenant_id}/usage` (a tenant key gets 403 `admin_only` there, see `operations.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 

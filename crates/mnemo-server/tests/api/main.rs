@@ -18,6 +18,7 @@
 //! - [`embedding`]: authorization before embedding; provider errors kept from tenants.
 //! - [`data_integrity`]: expired ids reused under every retention policy, overlapping batches,
 //!   maintenance that outlives its client, quotas kept by the usage counters.
+//! - [`operations`]: `/metrics` (parsed exposition, labels), readiness, health history.
 //! - [`rate_limits`]: per key, per tenant, admin key, failed authentication per address.
 
 mod admin;
@@ -31,5 +32,6 @@ mod harness;
 mod isolation;
 mod limits;
 mod memories;
+mod operations;
 mod rate_limits;
 mod serving;
