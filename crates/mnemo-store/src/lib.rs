@@ -9,10 +9,12 @@
 //!   through a [`TenantTx`].
 //! - [`usage`]: per-tenant usage counters, quotas, their reconciliation.
 //! - [`maintenance`]: the seed's maintenance functions and partition upkeep.
+//! - [`citus`]: the distributed layout on a Citus cluster (`mnemo admin distribute`).
 //! - `testing` (feature `test-support`): a fresh migrated database per test.
 
 pub mod admin;
 pub mod audit;
+pub mod citus;
 mod error;
 pub mod maintenance;
 pub mod memories;
