@@ -238,10 +238,14 @@ impl Store {
 
     pub async fn create_tenant(&self, t: NewTenant) -> Result<Tenant> {
         Ok(sqlx::query_as(&format!(
-            "INSERT INTO tenants (tenant_id, project_id, name, isolation_level, encryption_enabled,
-                                  max_memories, max_storage_bytes, settings)
-             VALUES ($1, $2, $3, $4::isolation_level, $5, $6, $7, $8)
-             RETURNING {TENANT_COLUMNS}"
+            // The row comes back through a CTE: Citus refuses the enum-to-text cast (not
+            // IMMUTABLE) in the RETURNING clause of a write to a reference table.
+            "WITH t AS (
+                 INSERT INTO tenants (tenant_id, project_id, name, isolation_level, encryption_enabled,
+                                      max_memories, max_storage_bytes, settings)
+                 VALUES ($1, $2, $3, $4::isolation_level, $5, $6, $7, $8)
+                 RETURNING *)
+             SELECT {TENANT_COLUMNS} FROM t"
         ))
         .bind(t.tenant_id)
         .bind(t.project_id)
@@ -285,15 +289,18 @@ impl Store {
 
     pub async fn update_tenant(&self, tenant_id: &str, p: TenantPatch) -> Result<Tenant> {
         sqlx::query_as(&format!(
-            "UPDATE tenants SET
-                name = coalesce($2, name),
-                isolation_level = coalesce($3::isolation_level, isolation_level),
-                encryption_enabled = coalesce($4, encryption_enabled),
-                max_memories = CASE WHEN $5 THEN $6 ELSE max_memories END,
-                max_storage_bytes = CASE WHEN $7 THEN $8 ELSE max_storage_bytes END,
-                settings = coalesce($9, settings),
-                is_active = coalesce($10, is_active)
-             WHERE tenant_id = $1 RETURNING {TENANT_COLUMNS}"
+            // Through a CTE, as in create_tenant.
+            "WITH t AS (
+                 UPDATE tenants SET
+                    name = coalesce($2, name),
+                    isolation_level = coalesce($3::isolation_level, isolation_level),
+                    encryption_enabled = coalesce($4, encryption_enabled),
+                    max_memories = CASE WHEN $5 THEN $6 ELSE max_memories END,
+                    max_storage_bytes = CASE WHEN $7 THEN $8 ELSE max_storage_bytes END,
+                    settings = coalesce($9, settings),
+                    is_active = coalesce($10, is_active)
+                 WHERE tenant_id = $1 RETURNING *)
+             SELECT {TENANT_COLUMNS} FROM t"
         ))
         .bind(tenant_id)
         .bind(p.name)
@@ -424,8 +431,8 @@ impl Store {
     /// Stores the hash of a new admin key, replacing any previous one.
     pub async fn set_admin_key(&self, secret: &str) -> Result<()> {
         sqlx::query(
-            "INSERT INTO mnemo_settings (key, value) VALUES ('admin_key_sha256', $1)
-             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+            "INSERT INTO mnemo_settings (key, value, updated_at) VALUES ('admin_key_sha256', $1, now())
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at",
         )
         .bind(hex::encode(hash_secret(secret)))
         .execute(&self.pool)
@@ -450,8 +457,8 @@ impl Store {
     /// the stored hash (`false`).
     pub async fn record_admin_key_source(&self, configured: bool) -> Result<()> {
         sqlx::query(
-            "INSERT INTO mnemo_settings (key, value) VALUES ('admin_key_source', $1)
-             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+            "INSERT INTO mnemo_settings (key, value, updated_at) VALUES ('admin_key_source', $1, now())
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at",
         )
         .bind(if configured {
             "configuration"

@@ -10,10 +10,12 @@
 //! - [`usage`]: per-tenant usage counters, quotas, their reconciliation.
 //! - [`maintenance`]: the seed's maintenance functions and partition upkeep.
 //! - [`health`]: health samples into `performance_metrics`, database figures, `system_health`.
+//! - [`citus`]: the distributed layout on a Citus cluster (`mnemo admin distribute`).
 //! - `testing` (feature `test-support`): a fresh migrated database per test.
 
 pub mod admin;
 pub mod audit;
+pub mod citus;
 mod error;
 pub mod health;
 pub mod maintenance;

@@ -76,6 +76,10 @@ pub enum AdminCommand {
     /// Back the database up into FILE (pg_dump, custom format; needs PostgreSQL's client
     /// programs: MNEMO_PG_BIN or PATH).
     Backup { file: PathBuf },
+    /// On a Citus coordinator: turn the migrated schema into the distributed layout (reference
+    /// tables for the control plane, tenant tables distributed by tenant_id and co-located).
+    /// Idempotent; prints the placement of every table. See docs/scaling.md.
+    Distribute,
     /// Restore a backup into the database of DATABASE_URL, which must be empty or not exist yet.
     /// Stop the servers using it first.
     Restore {
@@ -177,6 +181,18 @@ pub async fn run(database_url: &str, cmd: AdminCommand) -> anyhow::Result<()> {
             print(&store.revoke_api_key(&tenant_id, key_id).await?)
         }
         AdminCommand::Backup { .. } | AdminCommand::Restore { .. } => Ok(()),
+        AdminCommand::Distribute => {
+            let started = std::time::Instant::now();
+            let report = mnemo_store::citus::distribute(store.pool()).await?;
+            eprintln!(
+                "distributed on Citus {} with {} workers in {:.1} s ({} tables placed by this run)",
+                report.citus_version,
+                report.workers,
+                started.elapsed().as_secs_f64(),
+                report.created.len()
+            );
+            print(&report)
+        }
         AdminCommand::RotateAdminKey => {
             if std::env::var_os("MNEMO_ADMIN_KEY").is_some_and(|v| !v.is_empty()) {
                 anyhow::bail!(
