@@ -124,6 +124,10 @@ pub struct ServeArgs {
     #[arg(long, env = "MNEMO_MAINTENANCE_INTERVAL_SECS", default_value_t = 3600)]
     pub maintenance_interval_secs: u64,
 
+    /// Seconds between runs of the job that fails federated sessions past their deadline.
+    #[arg(long, env = "MNEMO_FEDERATED_INTERVAL_SECS", default_value_t = 60)]
+    pub federated_interval_secs: u64,
+
     /// Audit rows older than this many days move to `audit_log_archive` (a month at a time, once
     /// all of its rows are that old).
     #[arg(long, env = "MNEMO_AUDIT_ARCHIVE_DAYS", default_value_t = 365,

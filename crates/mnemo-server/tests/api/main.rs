@@ -19,6 +19,9 @@
 //! - [`data_integrity`]: expired ids reused under every retention policy, overlapping batches,
 //!   maintenance that outlives its client, quotas kept by the usage counters.
 //! - [`rate_limits`]: per key, per tenant, admin key, failed authentication per address.
+//! - [`federated`]: federated sessions end to end (lifecycle, budgets, strict tenants, projects,
+//!   the deadline job) and the worked example of docs/federated.md.
+//! - [`sharing`]: sharing rules and the `shared` search scope (anonymization, revocation, audit).
 
 mod admin;
 mod audit_quota_policy;
@@ -26,6 +29,7 @@ mod auth;
 mod bad_input;
 mod data_integrity;
 mod embedding;
+mod federated;
 mod graph;
 mod harness;
 mod isolation;
@@ -33,3 +37,4 @@ mod limits;
 mod memories;
 mod rate_limits;
 mod serving;
+mod sharing;
