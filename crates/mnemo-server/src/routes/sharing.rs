@@ -22,7 +22,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use mnemo_core::federated::redact::{RedactionProfile, Redactor};
-use mnemo_core::{Invalid, Permission, Resource, Tags, TenantKey};
+use mnemo_core::{Invalid, Permission, Resource, TenantKey};
 use mnemo_store::memories::{Memory, MemoryFilter};
 use mnemo_store::search::Hit;
 use mnemo_store::sharing::{self, NewRule, Rule, RulePatch, SharedMemory};

@@ -360,7 +360,7 @@ fn cases(project: &str, tenant: &str, key_id: &str, policy: &str) -> Vec<Case> {
         case("PATCH", format!("/v1/policies/{policy}"), raw("is_active=false"), 400, "malformed_json"),
         case("DELETE", "/v1/policies/zzz", Body::None, 404, "not_found"),
         // federated learning (the tenant federates and is registered at `basic`)
-        case("POST", "/v1/federated/participant", j(json!({ "privacy_level": "max" })), 422, "invalid_body"),
+        case("POST", "/v1/federated/participant", j(json!({ "privacy_level": "max" })), 422, "invalid_value"),
         case("POST", "/v1/federated/participant", j(json!({})), 422, "invalid_body"),
         case("POST", "/v1/federated/participant", j(json!({ "privacy_level": "basic", "budget": 100 })), 422, "invalid_body"),
         case("POST", "/v1/federated/sessions", j(json!({ "topic": { "tags": ["t"] }, "aggregation_method": "weighted", "privacy_level": "basic" })), 422, "invalid_body"),

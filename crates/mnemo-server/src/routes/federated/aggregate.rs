@@ -128,13 +128,15 @@ fn exclusion(
     }
     match m.participant_level.parse::<PrivacyLevel>() {
         Ok(own) if level_rank(level) >= level_rank(own) => {}
-        _ => return Some((
-            format!(
+        _ => {
+            return Some((
+                format!(
                 "privacy_level: the tenant now asks for {}, stronger than this session's {level}",
                 m.participant_level
             ),
-            false,
-        )),
+                false,
+            ))
+        }
     }
     let charge = charge?;
     let budget = Budget {

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use mnemo_core::federated::reputation::{Reputation, ReputationParams};
-use mnemo_core::{Permission, PrivacyLevel, Resource};
+use mnemo_core::{Invalid, Permission, PrivacyLevel, Resource};
 use mnemo_store::federated::participants::{self, LedgerEntry, Participant};
 
 use super::require_federating;
@@ -36,7 +36,10 @@ pub struct ParticipantInput {
     /// `basic` (exact aggregates without tenant ids: only with other `basic` tenants),
     /// `differential` (calibrated noise, charged to the budget) or `secure` (also redaction and a
     /// minimum number of tenants per lesson). A tenant joins sessions at its level or stronger.
-    pub privacy_level: PrivacyLevel,
+    /// (Read as text and parsed, so that a body of the wrong shape, e.g. `[1]`, is a 422 rather
+    /// than serde_json's "expected value" syntax error.)
+    #[schema(value_type = PrivacyLevel)]
+    pub privacy_level: String,
 }
 
 /// A privacy budget and what the ledger has spent of it.
@@ -130,11 +133,15 @@ async fn register_participant(
     ctx: TenantCtx,
     ApiJson(input): ApiJson<ParticipantInput>,
 ) -> ApiResult<Json<ParticipantOut>> {
+    let level: PrivacyLevel = input
+        .privacy_level
+        .parse()
+        .map_err(|_| Invalid::new("privacy_level", "must be basic, differential or secure"))?;
     let op = op("federated.participant.register", Permission::Write);
     let out = run(&state, &ctx, op, |tx| {
         Box::pin(async move {
             require_federating(tx).await?;
-            let p = participants::register(tx, input.privacy_level).await?;
+            let p = participants::register(tx, level).await?;
             let ledger = participants::ledger(tx, LEDGER_ROWS).await?;
             Ok(ParticipantOut::new(p, ledger))
         })
