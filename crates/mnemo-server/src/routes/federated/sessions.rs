@@ -473,6 +473,7 @@ pub struct SessionListParams {
     pub limit: Option<i64>,
     pub cursor: Option<String>,
     /// forming, active, aggregating, completed or failed.
+    #[param(value_type = Option<String>)]
     pub status: Option<SessionStatus>,
 }
 
