@@ -1,4 +1,4 @@
-//! Background upkeep, as plain functions: the server's loops call them, and so does
+//! Background upkeep (and the federated deadline job), as plain functions: the server's loops call them, and so does
 //! `POST /v1/admin/maintenance` (and tests) to run them now.
 
 use std::time::{Instant, SystemTime};
@@ -26,6 +26,8 @@ pub struct MaintenanceReport {
     /// Usage counters recomputed from the rows; `corrected` lists tenants whose counters were off.
     pub usage_reconciled: Option<ReconcileReport>,
     pub vector_indexes: Option<IndexReport>,
+    /// Federated sessions failed because their deadline passed.
+    pub federated_sessions_expired: Option<i64>,
     /// Steps that failed, with their errors; the other steps still ran.
     pub errors: Vec<String>,
 }
@@ -125,9 +127,19 @@ pub async fn vector_indexes(store: &Store, limits: &Limits, report: &mut Mainten
     }
 }
 
+/// Fails federated sessions whose deadline passed (too few participants, or nobody aggregated),
+/// deleting their contributions.
+pub async fn federated_deadlines(store: &Store, report: &mut MaintenanceReport) {
+    match store.expire_federated_sessions().await {
+        Ok(n) => report.federated_sessions_expired = Some(n),
+        Err(e) => report.errors.push(format!("federated deadlines: {e}")),
+    }
+}
+
 pub async fn run_all(store: &Store, limits: &Limits) -> MaintenanceReport {
     let mut report = MaintenanceReport::default();
     housekeeping(store, limits, &mut report).await;
+    federated_deadlines(store, &mut report).await;
     vector_indexes(store, limits, &mut report).await;
     for e in &report.errors {
         tracing::warn!(error = %e, "maintenance step failed");

@@ -1,13 +1,14 @@
 //! Mnemo's HTTP API.
 //!
 //! - [`app`]: the axum application (routes, limits, request ids, tracing, OpenAPI) and [`serve`].
-//! - [`routes`]: one module per feature (`memories`, `graph`, `tenant_misc`, `admin`, `health`),
-//!   each with its request/response types and a `router()`.
+//! - [`routes`]: one module per feature (`memories`, `graph`, `tenant_misc`, `federated`,
+//!   `sharing`, `admin`, `health`), each with its request/response types and a `router()`.
 //! - [`auth`]: API key extractors; the tenant always comes from the key; they apply the
 //!   [`rate_limit`]s (per key, per tenant, admin key, failed authentication per address).
 //! - [`ops`]: the tenant operation runner (scopes, policies, tenant transaction, audit).
 //! - [`error`], [`extract`]: the one JSON error shape and extractors that produce it.
-//! - [`jobs`]: background upkeep (partitions, expiry, analytics, per-tenant vector indexes).
+//! - [`jobs`]: background upkeep (partitions, expiry, analytics, per-tenant vector indexes,
+//!   federated sessions past their deadline).
 //! - [`state`]: shared state and configurable [`Limits`].
 //! - [`telemetry`]: Prometheus metrics (`GET /metrics`) and what records them.
 
@@ -49,6 +50,8 @@ pub use state::{AdminKey, AppState, Limits};
         (name = "graph", description = "Relationships between memories"),
         (name = "tenant", description = "Usage and audit trail of the key's tenant"),
         (name = "policies", description = "Access policies narrowing what keys may do"),
+        (name = "federated", description = "Federated learning across the tenants of a project, with differential privacy"),
+        (name = "sharing", description = "Sharing rules: what other tenants of the project may read"),
         (name = "admin", description = "Projects, tenants and API keys (admin key)"),
         (name = "health", description = "Liveness and readiness"),
     )
@@ -81,6 +84,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::memories::router())
         .merge(routes::graph::router())
         .merge(routes::tenant_misc::router())
+        .merge(routes::federated::router())
+        .merge(routes::sharing::router())
         .merge(routes::admin::router())
         .merge(routes::maintenance::router())
         .merge(routes::operations::router())

@@ -30,26 +30,21 @@ BEGIN
 END
 $$;
 
--- Citus refuses subqueries in the policies of reference tables; the same conditions, asked of a
+-- Citus refuses subqueries in the policies of reference tables; the same condition, asked of a
 -- function (SECURITY INVOKER: the caller's Row Level Security applies inside it, as it did to the
--- subquery), behave the same on one PostgreSQL and work on Citus.
-CREATE FUNCTION mnemo_session_visible(p_session uuid) RETURNS boolean
-LANGUAGE sql STABLE
-AS $$ SELECT EXISTS (SELECT 1 FROM federated_sessions s WHERE s.id = p_session) $$;
-
-CREATE FUNCTION mnemo_session_initiated(p_session uuid) RETURNS boolean
+-- subquery), behaves the same on one PostgreSQL and works on Citus. (Replaces 0006's policy.)
+CREATE FUNCTION mnemo_contributed_to(p_session uuid) RETURNS boolean
 LANGUAGE sql STABLE
 AS $$
-    SELECT EXISTS (SELECT 1 FROM federated_sessions s
-                   WHERE s.id = p_session AND s.initiator_tenant_id = mnemo_current_tenant())
+    SELECT EXISTS (SELECT 1 FROM federated_memberships m
+                   WHERE m.session_id = p_session AND m.tenant_id = mnemo_current_tenant()
+                     AND m.status = 'contributed')
 $$;
 
-DROP POLICY session_visible_read ON aggregated_insights;
-DROP POLICY initiator_insert ON aggregated_insights;
-CREATE POLICY session_visible_read ON aggregated_insights FOR SELECT
-    USING (mnemo_session_visible(session_id));
-CREATE POLICY initiator_insert ON aggregated_insights FOR INSERT
-    WITH CHECK (mnemo_session_initiated(session_id));
+DROP POLICY contributors_read ON aggregated_insights;
+CREATE POLICY contributors_read ON aggregated_insights FOR SELECT
+    USING (mnemo_contributed_to(session_id));
+GRANT EXECUTE ON FUNCTION mnemo_contributed_to(uuid) TO mnemo_app;
 
 -- Citus runs a function that takes a whole row on each shard, where the row type is the shard's
 -- (offloaded_contexts_102119), and fails. The same sum from the columns instead.

@@ -56,6 +56,10 @@ pub struct Tenant {
     pub encryption_enabled: bool,
     pub max_memories: Option<i64>,
     pub max_storage_bytes: Option<i64>,
+    /// The tenant's total privacy budget for federated learning: at most this ε, at
+    /// `privacy_budget_delta`, over all its releases.
+    pub privacy_budget_epsilon: f64,
+    pub privacy_budget_delta: f64,
     #[schema(value_type = Object)]
     pub settings: Json<Value>,
     pub is_active: bool,
@@ -96,6 +100,8 @@ pub struct TenantPatch {
     pub max_storage_bytes: Option<Option<i64>>,
     pub settings: Option<Value>,
     pub is_active: Option<bool>,
+    /// The privacy budget (ε, δ), already validated (`Budget::parse`).
+    pub privacy_budget: Option<mnemo_core::federated::accounting::Budget>,
 }
 
 #[derive(Debug, Clone, Serialize, FromRow, ToSchema)]
@@ -139,7 +145,8 @@ pub fn hash_secret(secret: &str) -> Vec<u8> {
 }
 
 const TENANT_COLUMNS: &str = "id, tenant_id, project_id, name, isolation_level::text AS isolation_level, \
-     encryption_enabled, max_memories, max_storage_bytes, settings, is_active, created_at, updated_at";
+     encryption_enabled, max_memories, max_storage_bytes, privacy_budget_epsilon, privacy_budget_delta, \
+     settings, is_active, created_at, updated_at";
 
 const KEY_COLUMNS: &str =
     "id, tenant_id AS tenant_uuid, name, prefix, scopes, expires_at, revoked_at, \
@@ -298,7 +305,9 @@ impl Store {
                     max_memories = CASE WHEN $5 THEN $6 ELSE max_memories END,
                     max_storage_bytes = CASE WHEN $7 THEN $8 ELSE max_storage_bytes END,
                     settings = coalesce($9, settings),
-                    is_active = coalesce($10, is_active)
+                    is_active = coalesce($10, is_active),
+                    privacy_budget_epsilon = coalesce($11, privacy_budget_epsilon),
+                    privacy_budget_delta = coalesce($12, privacy_budget_delta)
                  WHERE tenant_id = $1 RETURNING *)
              SELECT {TENANT_COLUMNS} FROM t"
         ))
@@ -312,6 +321,8 @@ impl Store {
         .bind(p.max_storage_bytes.flatten())
         .bind(p.settings.map(Json))
         .bind(p.is_active)
+        .bind(p.privacy_budget.map(|b| b.epsilon))
+        .bind(p.privacy_budget.map(|b| b.delta))
         .fetch_optional(&self.pool)
         .await?
         .ok_or(StoreError::NotFound("tenant"))

@@ -7,6 +7,8 @@
 //! - [`admin`]: projects, tenants, API keys and the admin key (owner role, control-plane tables).
 //! - [`memories`], [`relationships`], [`policies`], [`audit`], [`search`]: tenant data, always
 //!   through a [`TenantTx`].
+//! - [`federated`]: federated learning's participants, sessions, contributions and privacy ledger.
+//! - [`sharing`]: sharing rules, and what they let another tenant read.
 //! - [`usage`]: per-tenant usage counters, quotas, their reconciliation.
 //! - [`maintenance`]: the seed's maintenance functions and partition upkeep.
 //! - [`health`]: health samples into `performance_metrics`, database figures, `system_health`.
@@ -17,12 +19,14 @@ pub mod admin;
 pub mod audit;
 pub mod citus;
 mod error;
+pub mod federated;
 pub mod health;
 pub mod maintenance;
 pub mod memories;
 pub mod policies;
 pub mod relationships;
 pub mod search;
+pub mod sharing;
 pub mod tenancy;
 #[cfg(feature = "test-support")]
 pub mod testing;

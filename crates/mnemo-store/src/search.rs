@@ -273,7 +273,7 @@ fn push_text_sql(
 }
 
 /// The words of `query` joined by ` or ` for `websearch_to_tsquery`, which never fails to parse.
-fn any_word(query: &str) -> String {
+pub(crate) fn any_word(query: &str) -> String {
     query
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())

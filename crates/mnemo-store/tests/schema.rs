@@ -11,10 +11,15 @@
 //! - `migrations`: applying them twice changes nothing.
 //! - `usage`: the per-tenant usage counters follow every write path.
 //! - `gin`: text, tag and containment filters use their GIN indexes as the application role.
+//! - `federated`: the session lifecycle in the database (every illegal change refused, even as
+//!   the owner), terms and ledgers that cannot be rewritten, insights for contributors only, the
+//!   privileged functions' guards, the zCDP conversion in SQL.
 
 // The modules live in tests/schema/ (a crate root's modules would otherwise resolve in tests/).
 #[path = "schema/citus.rs"]
 mod citus;
+#[path = "schema/federated.rs"]
+mod federated;
 #[path = "schema/gin.rs"]
 mod gin;
 #[path = "schema/maintenance.rs"]
@@ -37,7 +42,7 @@ use uuid::Uuid;
 
 /// Tables whose rows belong to one tenant: distributed by `tenant_id` under Citus and isolated by
 /// Row Level Security.
-const TENANT_OWNED: [&str; 12] = [
+const TENANT_OWNED: [&str; 15] = [
     "tenant_access_policies",
     "tenant_sharing_rules",
     "data_retention_policies",
@@ -50,6 +55,9 @@ const TENANT_OWNED: [&str; 12] = [
     "audit_log_archive",
     "tenant_usage",
     "tenant_daily_activity",
+    "federated_memberships",
+    "federated_contributions",
+    "federated_privacy_ledger",
 ];
 
 /// Creates a project (as the owner) and returns its id.

@@ -1,5 +1,5 @@
-//! `mnemo admin …`: the admin API's operations straight against the database, and backup and
-//! restore ([`crate::backup`]).
+//! `mnemo admin …`: the admin API's operations straight against the database (and a tenant's
+//! privacy budget and federated standing), and backup and restore ([`crate::backup`]).
 
 use std::path::PathBuf;
 
@@ -9,8 +9,10 @@ use clap::Subcommand;
 use serde::Serialize;
 use uuid::Uuid;
 
+use mnemo_core::federated::accounting::Budget;
+use mnemo_core::federated::reputation::ReputationParams;
 use mnemo_core::{IsolationLevel, Name, Scope, TenantKey};
-use mnemo_store::admin::{generate_secret, NewProject, NewTenant};
+use mnemo_store::admin::{generate_secret, NewProject, NewTenant, TenantPatch};
 use mnemo_store::Store;
 
 #[derive(Subcommand, Debug)]
@@ -49,6 +51,16 @@ pub enum AdminCommand {
         #[arg(long)]
         max_storage_bytes: Option<i64>,
     },
+    /// Set a tenant's total privacy budget for federated learning (ε at δ; default 10 at 1e-6).
+    SetPrivacyBudget {
+        tenant_id: String,
+        #[arg(long)]
+        epsilon: f64,
+        #[arg(long, default_value_t = 1e-6)]
+        delta: f64,
+    },
+    /// Show a tenant's federated standing: budget, ledger, reputation with its parts.
+    FederatedStatus { tenant_id: String },
     /// List tenants, optionally of one project.
     ListTenants {
         #[arg(long)]
@@ -152,6 +164,43 @@ pub async fn run(database_url: &str, cmd: AdminCommand) -> anyhow::Result<()> {
                 settings: serde_json::json!({}),
             };
             print(&store.create_tenant(t).await?)
+        }
+        AdminCommand::SetPrivacyBudget {
+            tenant_id,
+            epsilon,
+            delta,
+        } => {
+            let patch = TenantPatch {
+                privacy_budget: Some(Budget::parse(epsilon, delta)?),
+                ..TenantPatch::default()
+            };
+            print(&store.update_tenant(&tenant_id, patch).await?)
+        }
+        AdminCommand::FederatedStatus { tenant_id } => {
+            let tenant = store.get_tenant(&tenant_id).await?;
+            let params = ReputationParams::default();
+            let participant =
+                store
+                    .federated_participant(&tenant_id, 20)
+                    .await?
+                    .map(|(p, ledger)| {
+                        let budget = p.budget();
+                        let spent = budget.spent_epsilon(&p.ledger());
+                        serde_json::json!({
+                            "privacy_level": p.privacy_level,
+                            "is_active": p.is_active,
+                            "reputation": p.reputation(&params),
+                            "rho_spent": p.rho_spent,
+                            "delta_spent": p.delta_spent,
+                            "epsilon_spent": spent,
+                            "ledger": ledger,
+                        })
+                    });
+            print(&serde_json::json!({
+                "tenant_id": tenant.tenant_id,
+                "privacy_budget": { "epsilon": tenant.privacy_budget_epsilon, "delta": tenant.privacy_budget_delta },
+                "participant": participant,
+            }))
         }
         AdminCommand::ListTenants { project } => {
             print(&store.list_tenants(project, None, 10_000).await?)

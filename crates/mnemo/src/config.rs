@@ -29,6 +29,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start; the size of the serve variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Apply migrations, then serve the HTTP API.
@@ -138,6 +140,9 @@ pub struct ServeArgs {
     #[arg(long, env = "MNEMO_METRICS_RETENTION_DAYS", default_value_t = 90,
           value_parser = clap::value_parser!(i32).range(1..))]
     pub metrics_retention_days: i32,
+    /// Seconds between runs of the job that fails federated sessions past their deadline.
+    #[arg(long, env = "MNEMO_FEDERATED_INTERVAL_SECS", default_value_t = 60)]
+    pub federated_interval_secs: u64,
 
     /// Audit rows older than this many days move to `audit_log_archive` (a month at a time, once
     /// all of its rows are that old).

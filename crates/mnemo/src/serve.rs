@@ -58,6 +58,26 @@ pub async fn run(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
             }
         }))
     };
+    let deadlines = {
+        let store = store.clone();
+        let interval = Duration::from_secs(args.federated_interval_secs.max(1));
+        tokio::spawn(every(interval, stop_rx.clone(), move || {
+            let store = store.clone();
+            async move {
+                let mut report = jobs::MaintenanceReport::default();
+                jobs::federated_deadlines(&store, &mut report).await;
+                if let Some(n) = report.federated_sessions_expired.filter(|n| *n > 0) {
+                    tracing::info!(
+                        sessions = n,
+                        "federated sessions past their deadline failed"
+                    );
+                }
+                for e in report.errors {
+                    tracing::warn!(error = %e, "federated deadline job failed");
+                }
+            }
+        }))
+    };
     let indexing = {
         let (store, limits) = (store.clone(), state.limits.clone());
         let interval = Duration::from_secs(args.vector_index_interval_secs.max(1));
@@ -115,6 +135,7 @@ pub async fn run(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
     if let Some(sampling) = sampling {
         let _ = sampling.await;
     }
+    let _ = deadlines.await;
     // An index build can take minutes; shutdown does not wait for it. The interrupted
     // CREATE INDEX CONCURRENTLY leaves an invalid index, which the next run drops and rebuilds.
     indexing.abort();

@@ -20,6 +20,9 @@
 //!   maintenance that outlives its client, quotas kept by the usage counters.
 //! - [`operations`]: `/metrics` (parsed exposition, labels), readiness, health history.
 //! - [`rate_limits`]: per key, per tenant, admin key, failed authentication per address.
+//! - [`federated`]: federated sessions end to end (lifecycle, budgets, strict tenants, projects,
+//!   the deadline job) and the worked example of docs/federated.md.
+//! - [`sharing`]: sharing rules and the `shared` search scope (anonymization, revocation, audit).
 
 mod admin;
 mod audit_quota_policy;
@@ -27,6 +30,7 @@ mod auth;
 mod bad_input;
 mod data_integrity;
 mod embedding;
+mod federated;
 mod graph;
 mod harness;
 mod isolation;
@@ -35,3 +39,4 @@ mod memories;
 mod operations;
 mod rate_limits;
 mod serving;
+mod sharing;

@@ -35,7 +35,9 @@ async fn every_key_and_foreign_key_of_a_tenant_owned_table_includes_tenant_id() 
         WHERE own_col IS NULL
            OR (contype IN ('p', 'u', 'x') AND NOT own_col = ANY(conkey))
            OR (contype = 'f'
-               AND confrelid NOT IN ('tenants'::regclass, 'projects'::regclass)
+               -- Reference (control-plane) tables: a distributed table may point at them.
+               AND confrelid NOT IN ('tenants'::regclass, 'projects'::regclass,
+                                     'federated_sessions'::regclass)
                AND (ref_col IS NULL
                     OR array_position(conkey, own_col) IS NULL
                     OR array_position(conkey, own_col) IS DISTINCT FROM array_position(confkey, ref_col)))
