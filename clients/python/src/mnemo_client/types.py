@@ -108,6 +108,14 @@ class Related(_Model):
     memory: Memory
 
 
+class SharedFrom(_Model):
+    """Marks a hit another tenant's sharing rule exposes (content anonymized by the rule)."""
+
+    rule_id: str
+    source_tenant_id: str | None = None
+    """The owner's public tenant id, only when its rule reveals it."""
+
+
 class SearchHit(_Model):
     """One search result: ``score`` ranks; ``similarity`` is the cosine similarity (vector part)."""
 
@@ -117,6 +125,8 @@ class SearchHit(_Model):
     vector_rank: int | None = None
     text_rank: int | None = None
     related: list[Related] | None = None
+    shared: SharedFrom | None = None
+    """Present on a hit shared by another tenant's rule; its ``memory_id`` is a handle."""
     """Direct graph neighbours, when the search asked for ``expand=True``."""
 
 
@@ -215,6 +225,9 @@ class Tenant(_Model):
     is_active: bool
     created_at: datetime
     updated_at: datetime
+    privacy_budget_epsilon: float
+    """The tenant's total differential-privacy budget (epsilon) over all federated releases."""
+    privacy_budget_delta: float
     max_memories: int | None = None
     max_storage_bytes: int | None = None
 
@@ -243,6 +256,8 @@ class MaintenanceReport(_Model):
     audit_rows_archived: int | None = None
     usage_reconciled: dict[str, Any] | None = None
     vector_indexes: dict[str, Any] | None = None
+    metric_partitions_dropped: list[str] | None = None
+    federated_sessions_expired: int | None = None
 
 
 class Health(_Model):
@@ -255,3 +270,5 @@ class Ready(_Model):
     pgvector_version: str | None = None
     embedder: str | None = None
     error: str | None = None
+    pending_migrations: list[int] | None = None
+    """Migrations the database lacks: the server is not ready until they are applied."""
