@@ -91,7 +91,9 @@ $coord -c "SELECT citus_add_node('127.0.0.1', ${ports[1]})" -c "SELECT citus_add
 log "cluster up in $(( $(date +%s) - started )) s: coordinator ${ports[0]}, workers ${ports[1]} ${ports[2]}"
 
 # --- 3. migrate and distribute -----------------------------------------------------------------
-cargo build -q -p mnemo
+# Built as `make test` builds (whole workspace, tests included), so nothing is rebuilt for another
+# feature set; that build also produces the binary.
+cargo test -q --workspace --no-run 2>/dev/null || cargo test --workspace --no-run
 bin="${CARGO_TARGET_DIR:-$top/target}/debug/mnemo"
 export DATABASE_URL="postgres://postgres@127.0.0.1:${ports[0]}/mnemo"
 MNEMO_LOG=warn "$bin" migrate >/dev/null
@@ -104,7 +106,7 @@ done
 # --- 4. the tests ------------------------------------------------------------------------------
 export MNEMO_CITUS_URL="$DATABASE_URL"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run -p mnemo --test citus --run-ignored only --no-fail-fast "$@"
+  cargo nextest run --workspace -E 'binary_id(mnemo::citus)' --run-ignored only --no-fail-fast "$@"
 else
-  cargo test -p mnemo --test citus -- --ignored "$@"
+  cargo test --workspace --test citus -- --ignored "$@"
 fi
