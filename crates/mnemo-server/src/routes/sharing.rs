@@ -17,7 +17,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
@@ -34,6 +34,7 @@ use crate::extract::{nullable, ApiJson, ApiPath, ApiQuery};
 use crate::ops::{run, Op};
 use crate::routes::federated::require_federating;
 use crate::routes::memories::{build_filter, check_limit, decode_cursor, next_page};
+use crate::routes::tenant_misc::CursorPageParams;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -262,15 +263,6 @@ async fn create_rule(
     Ok((StatusCode::CREATED, Json(out)))
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct RuleListParams {
-    /// Page size, 1 to 500 (default 50).
-    pub limit: Option<i64>,
-    pub cursor: Option<String>,
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RulePage {
     /// The tenant's own rules, oldest first.
@@ -278,12 +270,12 @@ pub struct RulePage {
     pub next_cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/sharing-rules", tag = "sharing", params(RuleListParams),
+#[utoipa::path(get, path = "/v1/sharing-rules", tag = "sharing", params(CursorPageParams),
     responses((status = 200, body = RulePage)), security(("api_key" = [])))]
 async fn list_rules(
     State(state): State<AppState>,
     ctx: TenantCtx,
-    ApiQuery(p): ApiQuery<RuleListParams>,
+    ApiQuery(p): ApiQuery<CursorPageParams>,
 ) -> ApiResult<Json<RulePage>> {
     let limit = check_limit(&state.limits, p.limit)?;
     let cursor = p
