@@ -6,6 +6,7 @@
 //! - [`federated`]: federated learning across tenants, pure parts: the session state machine,
 //!   robust aggregation with derived sensitivities, the OpenDP noise mechanisms, zCDP budget
 //!   accounting, lesson/label bounding, redaction and reputation.
+//! - [`latency`]: one sampling window's request count, errors and latency percentiles.
 //! - [`scope`]: API key scopes and the permissions they grant.
 //! - [`text`]: which text of a memory's JSON content is embedded and searched.
 //! - [`context`]: context offloading's algorithms: byte-exact capture of `messages`/`text`, token
@@ -16,6 +17,7 @@
 
 pub mod context;
 pub mod federated;
+pub mod latency;
 pub mod scope;
 pub mod text;
 pub mod types;

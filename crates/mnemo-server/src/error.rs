@@ -168,6 +168,9 @@ impl From<StoreError> for ApiError {
                     "project" => "project_not_found",
                     "tenant" => "tenant_not_found",
                     "api key" => "api_key_not_found",
+                    "session" => "session_not_found",
+                    "participant" => "participant_not_found",
+                    "sharing rule" => "sharing_rule_not_found",
                     _ => "not_found",
                 };
                 ApiError::not_found(code, format!("{what} not found"))
@@ -212,6 +215,30 @@ impl From<StoreError> for ApiError {
                     "offloaded_contexts_tenant_id_context_id_key" => (
                         "context_exists",
                         "a context with this context_id exists; PUT replaces it".to_owned(),
+                    ),
+                    "federated_sessions_project_session_key" => (
+                        "session_exists",
+                        "a session with this session_id exists in the project".to_owned(),
+                    ),
+                    "federated_sessions_status_transition" | "federated_sessions_terms" => (
+                        "illegal_transition",
+                        "the session's status changed meanwhile and does not allow this; read it again"
+                            .to_owned(),
+                    ),
+                    "federated_memberships_pkey" => (
+                        "already_member",
+                        "this tenant is already in this session".to_owned(),
+                    ),
+                    "tenant_sharing_rules_target_key" => (
+                        "sharing_rule_exists",
+                        "this tenant already has a sharing rule for this target".to_owned(),
+                    ),
+                    c if c.starts_with("participant_in_sessions") => (
+                        "participant_in_sessions",
+                        format!(
+                            "leave the open sessions first ({})",
+                            c.trim_start_matches("participant_in_sessions: ")
+                        ),
                     ),
                     mnemo_store::CONCURRENT_WRITE => (
                         "write_conflict",
@@ -287,9 +314,14 @@ impl IntoResponse for ApiError {
         if self.audited {
             response.extensions_mut().insert(AuditedRefusal);
         }
+        response.extensions_mut().insert(ErrorCode(self.code));
         response
     }
 }
+
+/// The error code of an error response, for the metrics middleware (`crate::telemetry`).
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode(pub &'static str);
 
 pub type ApiResult<T> = Result<T, ApiError>;
 

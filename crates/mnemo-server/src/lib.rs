@@ -1,15 +1,18 @@
 //! Mnemo's HTTP API.
 //!
 //! - [`app`]: the axum application (routes, limits, request ids, tracing, OpenAPI) and [`serve`].
-//! - [`routes`]: one module per feature (`memories`, `contexts`, `graph`, `tenant_misc`, `admin`,
-//!   `health`), each with its request/response types and a `router()`.
+//! - [`routes`]: one module per feature (`memories`, `graph`, `tenant_misc`, `federated`,
+//!   `sharing`, `admin`, `health`), each with its request/response types and a `router()`.
 //! - [`auth`]: API key extractors; the tenant always comes from the key; they apply the
 //!   [`rate_limit`]s (per key, per tenant, admin key, failed authentication per address).
 //! - [`ops`]: the tenant operation runner (scopes, policies, tenant transaction, audit).
 //! - [`error`], [`extract`]: the one JSON error shape and extractors that produce it.
 //! - [`jobs`]: background upkeep (partitions, expiry, analytics, per-tenant vector indexes).
 //! - [`llm`]: context summaries from an OpenAI-compatible chat endpoint.
+//! - [`jobs`]: background upkeep (partitions, expiry, analytics, per-tenant vector indexes,
+//!   federated sessions past their deadline).
 //! - [`state`]: shared state and configurable [`Limits`].
+//! - [`telemetry`]: Prometheus metrics (`GET /metrics`) and what records them.
 
 pub mod auth;
 pub mod error;
@@ -20,6 +23,7 @@ pub mod ops;
 pub mod rate_limit;
 pub mod routes;
 pub mod state;
+pub mod telemetry;
 
 use std::future::Future;
 use std::time::Duration;
@@ -50,6 +54,8 @@ pub use state::{AdminKey, AppState, Limits};
         (name = "contexts", description = "Offloaded LLM contexts: stored byte-exact, searched, rebuilt within a token budget"),
         (name = "tenant", description = "Usage and audit trail of the key's tenant"),
         (name = "policies", description = "Access policies narrowing what keys may do"),
+        (name = "federated", description = "Federated learning across the tenants of a project, with differential privacy"),
+        (name = "sharing", description = "Sharing rules: what other tenants of the project may read"),
         (name = "admin", description = "Projects, tenants and API keys (admin key)"),
         (name = "health", description = "Liveness and readiness"),
     )
@@ -83,8 +89,11 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::contexts::router())
         .merge(routes::graph::router())
         .merge(routes::tenant_misc::router())
+        .merge(routes::federated::router())
+        .merge(routes::sharing::router())
         .merge(routes::admin::router())
         .merge(routes::maintenance::router())
+        .merge(routes::operations::router())
 }
 
 async fn not_found() -> ApiError {
@@ -114,8 +123,13 @@ pub fn app(state: AppState) -> Router {
             async move { Json(spec.as_ref().clone()) }
         }))
         .route("/docs", get(|| async { Html(include_str!("docs.html")) }))
+        .route("/metrics", get(telemetry::metrics_endpoint))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            telemetry::track_http,
+        ))
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -8,14 +8,14 @@ use serde_json::{json, Value};
 use mnemo_core::{Permission, Resource};
 use mnemo_store::audit::{self, AuditEntry};
 use mnemo_store::policies::Rules;
-use mnemo_store::usage;
-use mnemo_store::TenantTx;
+use mnemo_store::{usage, TenantTx};
 
 use crate::auth::TenantCtx;
 use crate::error::{ApiError, ApiResult, AuditedRefusal};
 use crate::state::AppState;
 
 /// What an operation does, for authorization and the audit trail.
+#[derive(Clone)]
 pub struct Op {
     /// e.g. `memory.create`.
     pub action: &'static str,
@@ -25,6 +25,9 @@ pub struct Op {
     pub resource_id: String,
     /// The status a success answers with.
     pub success: StatusCode,
+    /// What a write adds at least (memories, storage bytes), for the quota pre-check of
+    /// [`authorize`]; `None` for operations that may also free space (upsert, update).
+    pub growth: Option<(i64, i64)>,
 }
 
 impl Op {
@@ -41,7 +44,16 @@ impl Op {
             // PostgreSQL text cannot hold NUL, and the audit row must be written anyway.
             resource_id: id.into().replace('\0', "\u{fffd}"),
             success: StatusCode::OK,
+            growth: None,
         }
+    }
+
+    /// Declares that the operation adds at least `memories` memories and `bytes` bytes, so that
+    /// [`authorize`] refuses a write that cannot fit the tenant's quota before anything is
+    /// embedded. An underestimate is safe ([`run`]'s transaction checks the quota exactly).
+    pub fn grows(mut self, memories: i64, bytes: i64) -> Self {
+        self.growth = Some((memories, bytes));
+        self
     }
 
     pub fn created(mut self) -> Self {
@@ -97,32 +109,11 @@ pub fn policy_denied(resource: Resource, permission: Permission, id: &str) -> Ap
 }
 
 /// Checks, before any costly preparation (embedding texts, calling a provider), that `op` would
-/// be allowed: the key's scopes, then the tenant's access policies in a short transaction. A
+/// be allowed: the key's scopes, then the tenant's access policies and, for a write that declares
+/// its [`Op::grows`], the tenant's quota headroom, in a short transaction. A
 /// refusal is audited exactly as [`run`] audits it. [`run`] checks again, authoritatively, in
 /// the transaction that does the work.
 pub async fn authorize(state: &AppState, ctx: &TenantCtx, op: &Op) -> ApiResult<()> {
-    authorize_within(state, ctx, op, None).await
-}
-
-/// [`authorize`] for a write that will add about `add_bytes` bytes to the tenant's storage: also
-/// refuses (403 `quota_exceeded`, audited) when that cannot fit the tenant's quota even after its
-/// expired data made room ([`usage::check_headroom`]), so a write that cannot be kept is refused
-/// before its texts are embedded. The write itself books its exact figures in [`run`].
-pub async fn authorize_write(
-    state: &AppState,
-    ctx: &TenantCtx,
-    op: &Op,
-    add_bytes: i64,
-) -> ApiResult<()> {
-    authorize_within(state, ctx, op, Some(add_bytes)).await
-}
-
-async fn authorize_within(
-    state: &AppState,
-    ctx: &TenantCtx,
-    op: &Op,
-    add_bytes: Option<i64>,
-) -> ApiResult<()> {
     if let Err(err) = check_scope(ctx, op) {
         audit_refusal(state, ctx, op, &err).await;
         return Err(err.audited());
@@ -131,8 +122,8 @@ async fn authorize_within(
     let checked = async {
         let rules = Rules::load(&mut tx, op.resource.as_str()).await?;
         check_policy(&rules, op)?;
-        if let Some(bytes) = add_bytes {
-            usage::check_headroom(&mut tx, 0, bytes).await?;
+        if let Some((memories, bytes)) = op.growth {
+            usage::check_headroom(&mut tx, memories, bytes).await?;
         }
         Ok::<(), ApiError>(())
     }

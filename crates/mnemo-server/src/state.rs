@@ -8,6 +8,7 @@ use mnemo_store::Store;
 
 use crate::llm::LlmSummarizer;
 use crate::rate_limit::{RateLimiter, RateLimits};
+use crate::telemetry::{self, MeasuredEmbedder, MetricsToken, OpWindows};
 
 /// Bounds on what one request may ask for. Exceeding one is a clear 4xx.
 #[derive(Debug, Clone)]
@@ -46,6 +47,9 @@ pub struct Limits {
     pub context_summary_tokens: usize,
     /// `token_budget` of a reconstruction at most.
     pub max_token_budget: usize,
+    /// The maintenance job drops months of `performance_metrics` (the health history) older
+    /// than this many days, a whole partition at a time.
+    pub metrics_retention_days: i32,
     /// Request rates per key, tenant, admin key and failed authentication. Off in
     /// `Limits::default()` (a library default: tests and embedders are never throttled by
     /// accident); `mnemo serve` turns them on by default.
@@ -76,6 +80,7 @@ impl Default for Limits {
             max_context_bytes: 8 * 1024 * 1024,
             context_summary_tokens: 256,
             max_token_budget: 1_000_000,
+            metrics_retention_days: 90,
             rate: RateLimits::off(),
         }
     }
@@ -93,6 +98,10 @@ pub struct AppState {
     /// Summarizes offloaded contexts with a chat model (`MNEMO_LLM_URL`); `None`: extractive
     /// summaries.
     pub summarizer: Option<Arc<LlmSummarizer>>,
+    /// Required by `GET /metrics` when set ([`AppState::with_metrics_token`]).
+    pub metrics_token: Option<MetricsToken>,
+    /// Requests per operation since the last health sample (`jobs::sample_health`).
+    pub op_windows: Arc<OpWindows>,
 }
 
 impl AppState {
@@ -103,19 +112,29 @@ impl AppState {
         admin_key: AdminKey,
     ) -> Self {
         let rate_limiter = Arc::new(RateLimiter::new(&limits.rate));
+        // Installs the metrics recorder before the first request is measured.
+        let _ = telemetry::handle();
         Self {
             store,
-            embedder,
+            embedder: embedder.map(MeasuredEmbedder::wrap),
             limits: Arc::new(limits),
             admin_key,
             rate_limiter,
             summarizer: None,
+            metrics_token: None,
+            op_windows: Arc::new(OpWindows::default()),
         }
     }
 
     /// Summarize contexts with `summarizer` instead of extractively.
     pub fn with_summarizer(mut self, summarizer: LlmSummarizer) -> Self {
         self.summarizer = Some(Arc::new(summarizer));
+        self
+    }
+
+    /// `GET /metrics` then requires `Authorization: Bearer <token>` (`MNEMO_METRICS_TOKEN`).
+    pub fn with_metrics_token(mut self, token: &str) -> Self {
+        self.metrics_token = Some(MetricsToken::new(token));
         self
     }
 }

@@ -81,16 +81,94 @@ END $$;
 GRANT SELECT, INSERT, UPDATE, DELETE ON context_chunks TO mnemo_app;
 
 -- ---------------------------------------------------------------------------------------------
--- Quotas: a context's stored bytes (replaces 0003's version, adding its chunks)
+-- Quotas: a context's stored bytes now include its chunks' (replaces 0009's version; columns, not
+-- the row, for Citus)
 -- ---------------------------------------------------------------------------------------------
-CREATE OR REPLACE FUNCTION mnemo_context_bytes(c offloaded_contexts) RETURNS bigint
+DROP FUNCTION mnemo_context_bytes(bytea, text, jsonb, vector);
+CREATE FUNCTION mnemo_context_bytes(
+    p_content bytea, p_summary text, p_metadata jsonb, p_embedding vector, p_chunk_bytes bigint)
+RETURNS bigint
 LANGUAGE sql IMMUTABLE
 AS $$
-    SELECT coalesce(octet_length(c.compressed_content), 0)::bigint
-         + coalesce(octet_length(c.summary), 0)
-         + octet_length(c.metadata::text)
-         + CASE WHEN c.embedding IS NULL THEN 0 ELSE 384 * 4 END
-         + c.chunk_bytes
+    SELECT coalesce(octet_length(p_content), 0)::bigint
+         + coalesce(octet_length(p_summary), 0)
+         + octet_length(p_metadata::text)
+         + CASE WHEN p_embedding IS NULL THEN 0 ELSE 384 * 4 END
+         + p_chunk_bytes
+$$;
+
+-- 0009's usage functions, counting the chunks' bytes through the function above.
+CREATE OR REPLACE FUNCTION mnemo_usage_from_rows(p_tenant uuid) RETURNS tenant_usage
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    u tenant_usage;
+BEGIN
+    SELECT p_tenant, m.n, m.bytes, m.embedded, r.n, r.bytes, c.n, c.bytes INTO u
+    FROM (SELECT count(*) AS n, coalesce(sum(content_bytes), 0)::bigint AS bytes, count(embedding) AS embedded
+          FROM contextual_memories WHERE tenant_id = p_tenant) AS m,
+         (SELECT count(*) AS n, coalesce(sum(octet_length(metadata::text)), 0)::bigint AS bytes
+          FROM memory_relationships WHERE tenant_id = p_tenant) AS r,
+         (SELECT count(*) AS n, coalesce(sum(mnemo_context_bytes(oc.compressed_content, oc.summary, oc.metadata, oc.embedding, oc.chunk_bytes)), 0)::bigint AS bytes
+          FROM offloaded_contexts oc WHERE tenant_id = p_tenant) AS c;
+    RETURN u;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION get_tenant_memory_usage(p_tenant_id uuid)
+RETURNS TABLE (
+    tenant_id               uuid,
+    total_memories          bigint,
+    active_memories         bigint,
+    expired_memories        bigint,
+    embedded_memories       bigint,
+    content_bytes           bigint,
+    embedding_bytes         bigint,
+    storage_bytes           bigint,
+    avg_relevance           double precision,
+    relationship_count      bigint,
+    offloaded_context_count bigint,
+    max_memories            bigint,
+    max_storage_bytes       bigint,
+    oldest_memory_at        timestamptz,
+    newest_memory_at        timestamptz,
+    relationship_bytes      bigint,
+    context_bytes           bigint,
+    quota_bytes             bigint
+)
+LANGUAGE plpgsql STABLE
+AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH m AS (
+        SELECT count(*) AS total,
+               count(*) FILTER (WHERE expires_at IS NULL OR expires_at > now()) AS active,
+               count(*) FILTER (WHERE expires_at <= now()) AS expired,
+               count(embedding) AS embedded,
+               coalesce(sum(content_bytes), 0)::bigint AS content_bytes,
+               (count(embedding) * 384 * 4)::bigint AS embedding_bytes,
+               avg(relevance_score) AS avg_relevance,
+               min(created_at) AS oldest,
+               max(created_at) AS newest
+        FROM contextual_memories
+        WHERE tenant_id = p_tenant_id
+    ),
+    r AS (
+        SELECT count(*) AS n, coalesce(sum(octet_length(metadata::text)), 0)::bigint AS bytes
+        FROM memory_relationships WHERE tenant_id = p_tenant_id
+    ),
+    c AS (
+        SELECT count(*) AS n, coalesce(sum(mnemo_context_bytes(oc.compressed_content, oc.summary, oc.metadata, oc.embedding, oc.chunk_bytes)), 0)::bigint AS bytes
+        FROM offloaded_contexts oc WHERE tenant_id = p_tenant_id
+    )
+    SELECT p_tenant_id, m.total, m.active, m.expired, m.embedded, m.content_bytes, m.embedding_bytes,
+           m.content_bytes + m.embedding_bytes, m.avg_relevance, r.n, c.n,
+           t.max_memories, t.max_storage_bytes, m.oldest, m.newest,
+           r.bytes, c.bytes, m.content_bytes + m.embedding_bytes + r.bytes + c.bytes
+    FROM m CROSS JOIN r CROSS JOIN c
+    LEFT JOIN tenants t ON t.id = p_tenant_id;
+END
 $$;
 
 -- ---------------------------------------------------------------------------------------------
@@ -156,7 +234,8 @@ AS $$
         DELETE FROM offloaded_contexts c
         USING unnest(p_tenants, p_ids) AS k(tenant_id, id)
         WHERE c.tenant_id = k.tenant_id AND c.id = k.id
-        RETURNING c.tenant_id, mnemo_context_bytes(c) AS bytes
+        RETURNING c.tenant_id,
+            mnemo_context_bytes(c.compressed_content, c.summary, c.metadata, c.embedding, c.chunk_bytes) AS bytes
     )
     SELECT g.tenant_id, count(*), coalesce(sum(g.bytes), 0)::bigint FROM gone g GROUP BY g.tenant_id
 $$;

@@ -56,6 +56,10 @@ pub struct Tenant {
     pub encryption_enabled: bool,
     pub max_memories: Option<i64>,
     pub max_storage_bytes: Option<i64>,
+    /// The tenant's total privacy budget for federated learning: at most this ε, at
+    /// `privacy_budget_delta`, over all its releases.
+    pub privacy_budget_epsilon: f64,
+    pub privacy_budget_delta: f64,
     #[schema(value_type = Object)]
     pub settings: Json<Value>,
     pub is_active: bool,
@@ -96,6 +100,8 @@ pub struct TenantPatch {
     pub max_storage_bytes: Option<Option<i64>>,
     pub settings: Option<Value>,
     pub is_active: Option<bool>,
+    /// The privacy budget (ε, δ), already validated (`Budget::parse`).
+    pub privacy_budget: Option<mnemo_core::federated::accounting::Budget>,
 }
 
 #[derive(Debug, Clone, Serialize, FromRow, ToSchema)]
@@ -139,7 +145,8 @@ pub fn hash_secret(secret: &str) -> Vec<u8> {
 }
 
 const TENANT_COLUMNS: &str = "id, tenant_id, project_id, name, isolation_level::text AS isolation_level, \
-     encryption_enabled, max_memories, max_storage_bytes, settings, is_active, created_at, updated_at";
+     encryption_enabled, max_memories, max_storage_bytes, privacy_budget_epsilon, privacy_budget_delta, \
+     settings, is_active, created_at, updated_at";
 
 const KEY_COLUMNS: &str =
     "id, tenant_id AS tenant_uuid, name, prefix, scopes, expires_at, revoked_at, \
@@ -238,10 +245,14 @@ impl Store {
 
     pub async fn create_tenant(&self, t: NewTenant) -> Result<Tenant> {
         Ok(sqlx::query_as(&format!(
-            "INSERT INTO tenants (tenant_id, project_id, name, isolation_level, encryption_enabled,
-                                  max_memories, max_storage_bytes, settings)
-             VALUES ($1, $2, $3, $4::isolation_level, $5, $6, $7, $8)
-             RETURNING {TENANT_COLUMNS}"
+            // The row comes back through a CTE: Citus refuses the enum-to-text cast (not
+            // IMMUTABLE) in the RETURNING clause of a write to a reference table.
+            "WITH t AS (
+                 INSERT INTO tenants (tenant_id, project_id, name, isolation_level, encryption_enabled,
+                                      max_memories, max_storage_bytes, settings)
+                 VALUES ($1, $2, $3, $4::isolation_level, $5, $6, $7, $8)
+                 RETURNING *)
+             SELECT {TENANT_COLUMNS} FROM t"
         ))
         .bind(t.tenant_id)
         .bind(t.project_id)
@@ -285,15 +296,20 @@ impl Store {
 
     pub async fn update_tenant(&self, tenant_id: &str, p: TenantPatch) -> Result<Tenant> {
         sqlx::query_as(&format!(
-            "UPDATE tenants SET
-                name = coalesce($2, name),
-                isolation_level = coalesce($3::isolation_level, isolation_level),
-                encryption_enabled = coalesce($4, encryption_enabled),
-                max_memories = CASE WHEN $5 THEN $6 ELSE max_memories END,
-                max_storage_bytes = CASE WHEN $7 THEN $8 ELSE max_storage_bytes END,
-                settings = coalesce($9, settings),
-                is_active = coalesce($10, is_active)
-             WHERE tenant_id = $1 RETURNING {TENANT_COLUMNS}"
+            // Through a CTE, as in create_tenant.
+            "WITH t AS (
+                 UPDATE tenants SET
+                    name = coalesce($2, name),
+                    isolation_level = coalesce($3::isolation_level, isolation_level),
+                    encryption_enabled = coalesce($4, encryption_enabled),
+                    max_memories = CASE WHEN $5 THEN $6 ELSE max_memories END,
+                    max_storage_bytes = CASE WHEN $7 THEN $8 ELSE max_storage_bytes END,
+                    settings = coalesce($9, settings),
+                    is_active = coalesce($10, is_active),
+                    privacy_budget_epsilon = coalesce($11, privacy_budget_epsilon),
+                    privacy_budget_delta = coalesce($12, privacy_budget_delta)
+                 WHERE tenant_id = $1 RETURNING *)
+             SELECT {TENANT_COLUMNS} FROM t"
         ))
         .bind(tenant_id)
         .bind(p.name)
@@ -305,6 +321,8 @@ impl Store {
         .bind(p.max_storage_bytes.flatten())
         .bind(p.settings.map(Json))
         .bind(p.is_active)
+        .bind(p.privacy_budget.map(|b| b.epsilon))
+        .bind(p.privacy_budget.map(|b| b.delta))
         .fetch_optional(&self.pool)
         .await?
         .ok_or(StoreError::NotFound("tenant"))
@@ -424,8 +442,8 @@ impl Store {
     /// Stores the hash of a new admin key, replacing any previous one.
     pub async fn set_admin_key(&self, secret: &str) -> Result<()> {
         sqlx::query(
-            "INSERT INTO mnemo_settings (key, value) VALUES ('admin_key_sha256', $1)
-             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+            "INSERT INTO mnemo_settings (key, value, updated_at) VALUES ('admin_key_sha256', $1, now())
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at",
         )
         .bind(hex::encode(hash_secret(secret)))
         .execute(&self.pool)
@@ -450,8 +468,8 @@ impl Store {
     /// the stored hash (`false`).
     pub async fn record_admin_key_source(&self, configured: bool) -> Result<()> {
         sqlx::query(
-            "INSERT INTO mnemo_settings (key, value) VALUES ('admin_key_source', $1)
-             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+            "INSERT INTO mnemo_settings (key, value, updated_at) VALUES ('admin_key_source', $1, now())
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at",
         )
         .bind(if configured {
             "configuration"

@@ -27,6 +27,11 @@ use crate::{Result, Store, StoreError, TenantTx};
 /// A context's row is live (not expired); for the alias `c`.
 pub const LIVE: &str = "(c.expires_at IS NULL OR c.expires_at > now())";
 
+/// The stored bytes of the context row `c`, chunks included, as quotas count them (migration
+/// 0010; columns rather than the row, which Citus cannot pass to a function on a shard).
+pub const BYTES: &str =
+    "mnemo_context_bytes(c.compressed_content, c.summary, c.metadata, c.embedding, c.chunk_bytes)";
+
 /// Chunks inserted per statement (each statement stays well within the statement timeout).
 const CHUNKS_PER_INSERT: usize = 500;
 
@@ -204,7 +209,7 @@ pub async fn upsert(tx: &mut TenantTx, c: &NewContext) -> Result<(Context, bool)
     for _ in 0..3 {
         delta += release_expired(tx, Some(&[c.context_id.as_str()][..])).await?;
         let old: Option<(Uuid, i64)> = sqlx::query_as(&format!(
-            "SELECT c.id, mnemo_context_bytes(c) FROM offloaded_contexts c
+            "SELECT c.id, {BYTES} FROM offloaded_contexts c
              WHERE c.tenant_id = $1 AND c.context_id = $2 AND {LIVE}
              FOR UPDATE"
         ))
@@ -287,7 +292,7 @@ async fn insert(tx: &mut TenantTx, c: &NewContext, skip_existing: bool) -> Resul
     let placeholders: Vec<String> = (2..=22).map(|i| format!("${i}")).collect();
     let sql = format!(
         "INSERT INTO offloaded_contexts AS c (tenant_id, {VALUE_COLUMNS})
-         VALUES ($1, {}) {} RETURNING {COLUMNS}, mnemo_context_bytes(c) AS bytes",
+         VALUES ($1, {}) {} RETURNING {COLUMNS}, {BYTES} AS bytes",
         placeholders.join(", "),
         if skip_existing {
             "ON CONFLICT (tenant_id, context_id) DO NOTHING"
@@ -311,7 +316,7 @@ async fn replace(tx: &mut TenantTx, id: Uuid, c: &NewContext) -> Result<Written>
         .collect();
     let sql = format!(
         "UPDATE offloaded_contexts AS c SET {} WHERE c.tenant_id = $1 AND c.id = $2
-         RETURNING {COLUMNS}, mnemo_context_bytes(c) AS bytes",
+         RETURNING {COLUMNS}, {BYTES} AS bytes",
         sets.join(", ")
     );
     let chunk_bytes = c.chunk_bytes();
@@ -659,12 +664,16 @@ fn push_vector_sql(
     let q = Vector::from(query.to_vec());
     // Ranking touches ids, vectors and the contexts' filter columns; the k winners' rows are read
     // afterwards. MATERIALIZED keeps the ranking a separate step the planner cannot rewrite.
-    qb.push("WITH h AS MATERIALIZED (SELECT ch.id, ch.embedding <=> ");
+    qb.push("WITH h AS MATERIALIZED (SELECT ch.id, (ch.embedding <=> ");
     qb.push_bind(q.clone());
-    qb.push(format!(" AS score FROM {CHUNK_JOIN} WHERE "));
+    qb.push(")");
     match strategy {
         Strategy::Exact => {
-            qb.push("ch.tenant_id = ");
+            // Plus zero: the same order, but not one an HNSW index yields, so the planner cannot
+            // answer the exact path with an approximate index scan.
+            qb.push(format!(
+                " + 0 AS score FROM {CHUNK_JOIN} WHERE ch.tenant_id = "
+            ));
             qb.push_bind(tenant);
             qb.push(" AND ch.embedding IS NOT NULL");
             filter.push_conditions(qb, candidates);
@@ -674,7 +683,7 @@ fn push_vector_sql(
             // The tenant id is a literal so the planner can match the partial index's predicate;
             // a Uuid renders only hex digits and dashes.
             qb.push(format!(
-                "ch.tenant_id = '{tenant}'::uuid AND ch.embedding IS NOT NULL"
+                " AS score FROM {CHUNK_JOIN} WHERE ch.tenant_id = '{tenant}'::uuid AND ch.embedding IS NOT NULL"
             ));
             filter.push_conditions(qb, candidates);
             qb.push(" ORDER BY ch.embedding <=> ");

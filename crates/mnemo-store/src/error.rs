@@ -69,6 +69,11 @@ impl From<sqlx::Error> for StoreError {
                 }
                 _ => {}
             }
+            // restrict_violation: a rule the schema enforces with a trigger (a session's
+            // lifecycle, an append-only ledger), named by the constraint it raises with.
+            if db.code().as_deref() == Some("23001") {
+                return StoreError::Conflict { constraint };
+            }
             if db.code().as_deref() == Some("57014") {
                 return StoreError::Cancelled(db.message().to_owned());
             }

@@ -10,19 +10,27 @@
 //! - [`contexts`]: offloaded contexts (compressed, byte-exact) and their chunks: writes, reads,
 //!   chunk search (vector and full-text), expiry.
 //! - [`tenant_index`]: per-tenant HNSW indexes of memories and context chunks.
+//! - [`federated`]: federated learning's participants, sessions, contributions and privacy ledger.
+//! - [`sharing`]: sharing rules, and what they let another tenant read.
 //! - [`usage`]: per-tenant usage counters, quotas, their reconciliation.
 //! - [`maintenance`]: the seed's maintenance functions and partition upkeep.
+//! - [`health`]: health samples into `performance_metrics`, database figures, `system_health`.
+//! - [`citus`]: the distributed layout on a Citus cluster (`mnemo admin distribute`).
 //! - `testing` (feature `test-support`): a fresh migrated database per test.
 
 pub mod admin;
 pub mod audit;
+pub mod citus;
 pub mod contexts;
 mod error;
+pub mod federated;
+pub mod health;
 pub mod maintenance;
 pub mod memories;
 pub mod policies;
 pub mod relationships;
 pub mod search;
+pub mod sharing;
 pub mod tenancy;
 pub mod tenant_index;
 #[cfg(feature = "test-support")]
@@ -156,6 +164,28 @@ impl Store {
                 .fetch_optional(&self.pool)
                 .await?;
         v.ok_or(StoreError::NotFound("the vector extension"))
+    }
+
+    /// Versions of the embedded migrations ([`MIGRATOR`]) that the database has not applied
+    /// successfully, or has applied with a different checksum (an edited file); empty when the
+    /// schema is the one this binary was built for.
+    pub async fn pending_migrations(&self) -> Result<Vec<i64>> {
+        let applied: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT version, checksum FROM _sqlx_migrations WHERE success ORDER BY version",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let applied: std::collections::HashMap<i64, Vec<u8>> = applied.into_iter().collect();
+        Ok(MIGRATOR
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration())
+            .filter(|m| {
+                applied
+                    .get(&m.version)
+                    .is_none_or(|c| c.as_slice() != &*m.checksum)
+            })
+            .map(|m| m.version)
+            .collect())
     }
 
     pub async fn close(&self) {

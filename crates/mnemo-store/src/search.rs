@@ -187,12 +187,15 @@ fn push_vector_sql(
     let q = Vector::from(query.to_vec());
     // Ranking touches only ids and vectors; the k winners' full rows are read afterwards.
     // MATERIALIZED keeps the ranking a separate step the planner cannot rewrite.
-    qb.push("WITH c AS MATERIALIZED (SELECT m.id, m.embedding <=> ");
+    qb.push("WITH c AS MATERIALIZED (SELECT m.id, (m.embedding <=> ");
     qb.push_bind(q.clone());
+    qb.push(")");
     match strategy {
         Strategy::Exact => {
-            // Every embedded row of the tenant (via the tenant_id B-tree) is compared.
-            qb.push(" AS score FROM contextual_memories m WHERE m.tenant_id = ");
+            // Every embedded row of the tenant (via the tenant_id B-tree) is compared. Plus zero:
+            // the same order, but not one an HNSW index yields, so the planner cannot answer the
+            // exact path with an approximate index scan.
+            qb.push(" + 0 AS score FROM contextual_memories m WHERE m.tenant_id = ");
             qb.push_bind(tenant);
             qb.push(" AND m.embedding IS NOT NULL");
             filter.push_conditions(qb, indexed);

@@ -175,9 +175,12 @@ pub async fn counters(tx: &mut TenantTx) -> Result<Option<Counters>> {
 
 /// Adds `delta` to the tenant's counters; returns them with the quotas.
 pub async fn apply(tx: &mut TenantTx, delta: UsageDelta) -> Result<Counters> {
+    // Typed parameters: Citus sends the call to a node holding `tenants`, and without the casts
+    // that node cannot tell the parameters' types.
     Ok(sqlx::query_as(&format!(
         "SELECT {COUNTERS}
-         FROM mnemo_usage_add($1, $2, $3, $4, $5, $6, $7, $8) AS u
+         FROM mnemo_usage_add($1::uuid, $2::bigint, $3::bigint, $4::bigint, $5::bigint,
+                              $6::bigint, $7::bigint, $8::bigint) AS u
          JOIN tenants t ON t.id = u.tenant_id"
     ))
     .bind(tx.tenant_id())
@@ -268,10 +271,11 @@ pub async fn check_headroom(tx: &mut TenantTx, add_memories: i64, add_bytes: i64
     after.memories -= expired;
     after.content_bytes -= expired_bytes;
     if after.excess(&adding).is_some() {
-        let expired_contexts: i64 = sqlx::query_scalar(
-            "SELECT coalesce(sum(mnemo_context_bytes(c)), 0)::bigint FROM offloaded_contexts c
+        let expired_contexts: i64 = sqlx::query_scalar(&format!(
+            "SELECT coalesce(sum({}), 0)::bigint FROM offloaded_contexts c
              WHERE c.tenant_id = $1 AND c.expires_at <= now()",
-        )
+            crate::contexts::BYTES
+        ))
         .bind(tx.tenant_id())
         .fetch_one(&mut **tx)
         .await?;

@@ -13,12 +13,17 @@
 //! - `gin`: text, tag and containment filters use their GIN indexes as the application role.
 //! - `contexts`: offloaded contexts and their chunks: storage, cascade, quotas, expiry, and the
 //!   plans of their queries as the application role.
+//! - `federated`: the session lifecycle in the database (every illegal change refused, even as
+//!   the owner), terms and ledgers that cannot be rewritten, insights for contributors only, the
+//!   privileged functions' guards, the zCDP conversion in SQL.
 
 // The modules live in tests/schema/ (a crate root's modules would otherwise resolve in tests/).
 #[path = "schema/citus.rs"]
 mod citus;
 #[path = "schema/contexts.rs"]
 mod contexts;
+#[path = "schema/federated.rs"]
+mod federated;
 #[path = "schema/gin.rs"]
 mod gin;
 #[path = "schema/maintenance.rs"]
@@ -41,7 +46,7 @@ use uuid::Uuid;
 
 /// Tables whose rows belong to one tenant: distributed by `tenant_id` under Citus and isolated by
 /// Row Level Security.
-const TENANT_OWNED: [&str; 13] = [
+const TENANT_OWNED: [&str; 16] = [
     "tenant_access_policies",
     "tenant_sharing_rules",
     "data_retention_policies",
@@ -55,6 +60,9 @@ const TENANT_OWNED: [&str; 13] = [
     "tenant_usage",
     "tenant_daily_activity",
     "context_chunks",
+    "federated_memberships",
+    "federated_contributions",
+    "federated_privacy_ledger",
 ];
 
 /// Creates a project (as the owner) and returns its id.

@@ -1,5 +1,5 @@
-//! `mnemo admin …`: the admin API's operations straight against the database, and backup and
-//! restore ([`crate::backup`]).
+//! `mnemo admin …`: the admin API's operations straight against the database (and a tenant's
+//! privacy budget and federated standing), and backup and restore ([`crate::backup`]).
 
 use std::path::PathBuf;
 
@@ -9,8 +9,10 @@ use clap::Subcommand;
 use serde::Serialize;
 use uuid::Uuid;
 
+use mnemo_core::federated::accounting::Budget;
+use mnemo_core::federated::reputation::ReputationParams;
 use mnemo_core::{IsolationLevel, Name, Scope, TenantKey};
-use mnemo_store::admin::{generate_secret, NewProject, NewTenant};
+use mnemo_store::admin::{generate_secret, NewProject, NewTenant, TenantPatch};
 use mnemo_store::Store;
 
 #[derive(Subcommand, Debug)]
@@ -49,6 +51,16 @@ pub enum AdminCommand {
         #[arg(long)]
         max_storage_bytes: Option<i64>,
     },
+    /// Set a tenant's total privacy budget for federated learning (ε at δ; default 10 at 1e-6).
+    SetPrivacyBudget {
+        tenant_id: String,
+        #[arg(long)]
+        epsilon: f64,
+        #[arg(long, default_value_t = 1e-6)]
+        delta: f64,
+    },
+    /// Show a tenant's federated standing: budget, ledger, reputation with its parts.
+    FederatedStatus { tenant_id: String },
     /// List tenants, optionally of one project.
     ListTenants {
         #[arg(long)]
@@ -76,6 +88,10 @@ pub enum AdminCommand {
     /// Back the database up into FILE (pg_dump, custom format; needs PostgreSQL's client
     /// programs: MNEMO_PG_BIN or PATH).
     Backup { file: PathBuf },
+    /// On a Citus coordinator: turn the migrated schema into the distributed layout (reference
+    /// tables for the control plane, tenant tables distributed by tenant_id and co-located).
+    /// Idempotent; prints the placement of every table. See docs/scaling.md.
+    Distribute,
     /// Restore a backup into the database of DATABASE_URL, which must be empty or not exist yet.
     /// Stop the servers using it first.
     Restore {
@@ -149,6 +165,43 @@ pub async fn run(database_url: &str, cmd: AdminCommand) -> anyhow::Result<()> {
             };
             print(&store.create_tenant(t).await?)
         }
+        AdminCommand::SetPrivacyBudget {
+            tenant_id,
+            epsilon,
+            delta,
+        } => {
+            let patch = TenantPatch {
+                privacy_budget: Some(Budget::parse(epsilon, delta)?),
+                ..TenantPatch::default()
+            };
+            print(&store.update_tenant(&tenant_id, patch).await?)
+        }
+        AdminCommand::FederatedStatus { tenant_id } => {
+            let tenant = store.get_tenant(&tenant_id).await?;
+            let params = ReputationParams::default();
+            let participant =
+                store
+                    .federated_participant(&tenant_id, 20)
+                    .await?
+                    .map(|(p, ledger)| {
+                        let budget = p.budget();
+                        let spent = budget.spent_epsilon(&p.ledger());
+                        serde_json::json!({
+                            "privacy_level": p.privacy_level,
+                            "is_active": p.is_active,
+                            "reputation": p.reputation(&params),
+                            "rho_spent": p.rho_spent,
+                            "delta_spent": p.delta_spent,
+                            "epsilon_spent": spent,
+                            "ledger": ledger,
+                        })
+                    });
+            print(&serde_json::json!({
+                "tenant_id": tenant.tenant_id,
+                "privacy_budget": { "epsilon": tenant.privacy_budget_epsilon, "delta": tenant.privacy_budget_delta },
+                "participant": participant,
+            }))
+        }
         AdminCommand::ListTenants { project } => {
             print(&store.list_tenants(project, None, 10_000).await?)
         }
@@ -177,6 +230,18 @@ pub async fn run(database_url: &str, cmd: AdminCommand) -> anyhow::Result<()> {
             print(&store.revoke_api_key(&tenant_id, key_id).await?)
         }
         AdminCommand::Backup { .. } | AdminCommand::Restore { .. } => Ok(()),
+        AdminCommand::Distribute => {
+            let started = std::time::Instant::now();
+            let report = mnemo_store::citus::distribute(store.pool()).await?;
+            eprintln!(
+                "distributed on Citus {} with {} workers in {:.1} s ({} tables placed by this run)",
+                report.citus_version,
+                report.workers,
+                started.elapsed().as_secs_f64(),
+                report.created.len()
+            );
+            print(&report)
+        }
         AdminCommand::RotateAdminKey => {
             if std::env::var_os("MNEMO_ADMIN_KEY").is_some_and(|v| !v.is_empty()) {
                 anyhow::bail!(

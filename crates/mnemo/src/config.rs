@@ -29,6 +29,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start; the size of the serve variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Apply migrations, then serve the HTTP API.
@@ -89,6 +91,10 @@ pub struct ServeArgs {
     #[arg(long, env = "MNEMO_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
 
+    /// When set, `GET /metrics` requires `Authorization: Bearer <token>`.
+    #[arg(long, env = "MNEMO_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
     #[arg(long, env = "MNEMO_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_body_bytes: usize,
     #[arg(long, env = "MNEMO_MAX_BATCH", default_value_t = 1000)]
@@ -146,6 +152,20 @@ pub struct ServeArgs {
     /// views, usage counters).
     #[arg(long, env = "MNEMO_MAINTENANCE_INTERVAL_SECS", default_value_t = 3600)]
     pub maintenance_interval_secs: u64,
+
+    /// Seconds between health samples (requests and latency percentiles per operation, pool and
+    /// database figures, job lag) logged into `performance_metrics`; 0 turns sampling off.
+    #[arg(long, env = "MNEMO_HEALTH_SAMPLE_SECS", default_value_t = 60)]
+    pub health_sample_secs: u64,
+
+    /// Months of the health history (`performance_metrics`) older than this many days are
+    /// dropped, a whole partition at a time.
+    #[arg(long, env = "MNEMO_METRICS_RETENTION_DAYS", default_value_t = 90,
+          value_parser = clap::value_parser!(i32).range(1..))]
+    pub metrics_retention_days: i32,
+    /// Seconds between runs of the job that fails federated sessions past their deadline.
+    #[arg(long, env = "MNEMO_FEDERATED_INTERVAL_SECS", default_value_t = 60)]
+    pub federated_interval_secs: u64,
 
     /// Audit rows older than this many days move to `audit_log_archive` (a month at a time, once
     /// all of its rows are that old).

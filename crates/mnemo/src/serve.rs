@@ -39,6 +39,7 @@ pub async fn run(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
         audit_archive_days: args.audit_archive_days,
         max_context_bytes: args.max_context_bytes,
         context_summary_tokens: args.context_summary_tokens as usize,
+        metrics_retention_days: args.metrics_retention_days,
         rate: args.rate_limits(),
         ..Limits::default()
     };
@@ -49,6 +50,9 @@ pub async fn run(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
             "offloaded contexts are summarized by a chat model"
         );
         state = state.with_summarizer(llm);
+    }
+    if let Some(token) = args.metrics_token.as_deref().filter(|t| !t.is_empty()) {
+        state = state.with_metrics_token(token);
     }
 
     store.refresh_vector_index_cache().await?;
@@ -65,10 +69,30 @@ pub async fn run(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
             }
         }))
     };
+    let deadlines = {
+        let store = store.clone();
+        let interval = Duration::from_secs(args.federated_interval_secs.max(1));
+        tokio::spawn(every(interval, stop_rx.clone(), move || {
+            let store = store.clone();
+            async move {
+                let mut report = jobs::MaintenanceReport::default();
+                jobs::federated_deadlines(&store, &mut report).await;
+                if let Some(n) = report.federated_sessions_expired.filter(|n| *n > 0) {
+                    tracing::info!(
+                        sessions = n,
+                        "federated sessions past their deadline failed"
+                    );
+                }
+                for e in report.errors {
+                    tracing::warn!(error = %e, "federated deadline job failed");
+                }
+            }
+        }))
+    };
     let indexing = {
         let (store, limits) = (store.clone(), state.limits.clone());
         let interval = Duration::from_secs(args.vector_index_interval_secs.max(1));
-        tokio::spawn(every(interval, stop_rx, move || {
+        tokio::spawn(every(interval, stop_rx.clone(), move || {
             let (store, limits) = (store.clone(), limits.clone());
             async move {
                 let mut report = jobs::MaintenanceReport::default();
@@ -90,6 +114,22 @@ pub async fn run(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
         }))
     };
 
+    let sampling = (args.health_sample_secs > 0).then(|| {
+        let state = state.clone();
+        let interval = Duration::from_secs(args.health_sample_secs);
+        tokio::spawn(every(interval, stop_rx.clone(), move || {
+            let state = state.clone();
+            async move {
+                match jobs::sample_health(&state).await {
+                    Ok(r) => {
+                        tracing::debug!(rows = r.rows, operations = r.operations, "health sampled")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "health sample failed"),
+                }
+            }
+        }))
+    });
+
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
         .with_context(|| format!("binding {}", args.bind))?;
@@ -103,6 +143,10 @@ pub async fn run(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
     .await?;
     let _ = stop_tx.send(true);
     let _ = housekeeping.await;
+    if let Some(sampling) = sampling {
+        let _ = sampling.await;
+    }
+    let _ = deadlines.await;
     // An index build can take minutes; shutdown does not wait for it. The interrupted
     // CREATE INDEX CONCURRENTLY leaves an invalid index, which the next run drops and rebuilds.
     indexing.abort();

@@ -11,6 +11,7 @@
 //! - [`accounting`]: zCDP composition, ρ ↔ (ε, δ), per-tenant budgets, and how a session's
 //!   (ε, δ) is split between its three releases.
 //! - [`lessons`]: per-tenant bounding of labels and lessons, and their sensitivities.
+//! - [`extract`]: the labels and lessons read out of a participant's memories, as frequencies.
 //! - [`redact`]: redaction of identifying text and JSON fields (`secure` level, sharing rules).
 //! - [`reputation`]: `calculate_tenant_reputation` and the agreement it averages.
 //! - [`insight`]: one session's release, end to end, with its privacy statement.
@@ -26,6 +27,7 @@
 
 pub mod accounting;
 pub mod aggregate;
+pub mod extract;
 pub mod insight;
 pub mod lessons;
 pub mod lifecycle;

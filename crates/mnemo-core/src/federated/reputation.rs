@@ -110,6 +110,62 @@ pub fn calculate_tenant_reputation(history: &[SessionRecord], p: &ReputationPara
     }
 }
 
+impl Reputation {
+    /// The reputation from its stored parts: the moving average and the session counts (what the
+    /// service keeps per tenant instead of the whole history).
+    pub fn from_parts(
+        agreement_ema: f64,
+        completed: u32,
+        abandoned: u32,
+        p: &ReputationParams,
+    ) -> Self {
+        let prior = p.prior.clamp(0.0, 1.0);
+        let w = p.agreement_weight.clamp(0.0, 1.0);
+        let ema = if agreement_ema.is_finite() {
+            agreement_ema.clamp(0.0, 1.0)
+        } else {
+            prior
+        };
+        let completion_rate =
+            (completed as f64 + 2.0 * prior) / (completed as f64 + abandoned as f64 + 2.0);
+        Reputation {
+            score: (w * ema + (1.0 - w) * completion_rate).clamp(0.0, 1.0),
+            agreement_ema: ema,
+            completion_rate,
+            completed,
+            abandoned,
+        }
+    }
+
+    /// The reputation after one more session: the same as [`calculate_tenant_reputation`] over the
+    /// history extended by `record` (a property test holds them equal), without the history.
+    pub fn record(&self, record: SessionRecord, p: &ReputationParams) -> Self {
+        let alpha = p.alpha.clamp(0.0, 1.0);
+        match record {
+            SessionRecord::Completed { agreement } => {
+                let ema = match agreement {
+                    Some(a) => {
+                        let a = if a.is_finite() {
+                            a.clamp(0.0, 1.0)
+                        } else {
+                            0.0
+                        };
+                        (1.0 - alpha) * self.agreement_ema + alpha * a
+                    }
+                    None => self.agreement_ema,
+                };
+                Self::from_parts(ema, self.completed.saturating_add(1), self.abandoned, p)
+            }
+            SessionRecord::Abandoned => Self::from_parts(
+                self.agreement_ema,
+                self.completed,
+                self.abandoned.saturating_add(1),
+                p,
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,7 +226,35 @@ mod tests {
         assert!(recovering.score > declining.score);
     }
 
+    fn history() -> impl Strategy<Value = Vec<SessionRecord>> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just(SessionRecord::Abandoned),
+                proptest::option::of(-5.0f64..5.0)
+                    .prop_map(|agreement| SessionRecord::Completed { agreement }),
+            ],
+            0..50,
+        )
+    }
+
     proptest! {
+        #[test]
+        fn recording_one_session_at_a_time_equals_the_whole_history(
+            hist in history(), alpha in 0.0f64..1.0, prior in 0.0f64..1.0, w in 0.0f64..1.0,
+        ) {
+            let p = ReputationParams { alpha, prior, agreement_weight: w };
+            let batch = calculate_tenant_reputation(&hist, &p);
+            let mut step = calculate_tenant_reputation(&[], &p);
+            for r in &hist {
+                // Through the stored parts, as the service keeps them between sessions.
+                step = Reputation::from_parts(step.agreement_ema, step.completed, step.abandoned, &p)
+                    .record(*r, &p);
+            }
+            prop_assert!((batch.score - step.score).abs() < 1e-12, "{batch:?} vs {step:?}");
+            prop_assert!((batch.agreement_ema - step.agreement_ema).abs() < 1e-12);
+            prop_assert_eq!((batch.completed, batch.abandoned), (step.completed, step.abandoned));
+        }
+
         #[test]
         fn reputation_stays_in_unit_interval(
             hist in proptest::collection::vec(

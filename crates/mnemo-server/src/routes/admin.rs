@@ -10,6 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
+use mnemo_core::federated::accounting::Budget;
 use mnemo_core::{json_object, Invalid, IsolationLevel, Name, Scope, TenantKey};
 use mnemo_store::admin::{
     ApiKey, NewProject, NewTenant, Project, ProjectPatch, Tenant, TenantPatch,
@@ -18,6 +19,7 @@ use mnemo_store::admin::{
 use crate::auth::AdminCtx;
 use crate::error::ApiResult;
 use crate::extract::{nullable, ApiJson, ApiPath, ApiQuery};
+use crate::routes::federated::participant::ParticipantOut;
 use crate::routes::memories::check_limit;
 use crate::state::AppState;
 
@@ -27,6 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_project, update_project, delete_project))
         .routes(routes!(create_tenant, list_tenants))
         .routes(routes!(get_tenant, update_tenant, delete_tenant))
+        .routes(routes!(tenant_federated))
         .routes(routes!(create_key, list_keys))
         .routes(routes!(revoke_key))
 }
@@ -276,6 +279,17 @@ pub struct TenantPatchInput {
     pub settings: Option<Value>,
     /// A deactivated tenant's keys stop working.
     pub is_active: Option<bool>,
+    /// The tenant's total privacy budget for federated learning (default ε = 10 at δ = 1e-6):
+    /// ε in (0, 100], δ in (0, 1e-3]. Lowering it below what the tenant spent stops its
+    /// participation; the ledger itself never shrinks.
+    pub privacy_budget: Option<BudgetInput>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetInput {
+    pub epsilon: f64,
+    pub delta: f64,
 }
 
 #[utoipa::path(patch, path = "/v1/admin/tenants/{tenant_id}", tag = "admin", params(("tenant_id" = String, Path)),
@@ -305,8 +319,49 @@ async fn update_tenant(
             .transpose()?,
         settings: p.settings.map(|v| settings(Some(v))).transpose()?,
         is_active: p.is_active,
+        privacy_budget: p
+            .privacy_budget
+            .map(|b| {
+                Budget::parse(b.epsilon, b.delta)
+                    .map_err(|e| Invalid::new(format!("privacy_budget.{}", e.field), e.message))
+            })
+            .transpose()?,
     };
     Ok(Json(state.store.update_tenant(&tenant_id, patch).await?))
+}
+
+/// A tenant's federated standing, as the administrator sees it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantFederated {
+    pub tenant_id: String,
+    pub privacy_budget: Budget,
+    /// Absent when the tenant never registered.
+    pub participant: Option<ParticipantOut>,
+}
+
+#[utoipa::path(get, path = "/v1/admin/tenants/{tenant_id}/federated", tag = "admin",
+    params(("tenant_id" = String, Path)),
+    responses((status = 200, body = TenantFederated), (status = 404, body = crate::error::ErrorBody)),
+    security(("admin_key" = [])))]
+async fn tenant_federated(
+    State(state): State<AppState>,
+    _: AdminCtx,
+    ApiPath(tenant_id): ApiPath<String>,
+) -> ApiResult<Json<TenantFederated>> {
+    let tenant = state.store.get_tenant(&tenant_id).await?;
+    let participant = state
+        .store
+        .federated_participant(&tenant_id, 20)
+        .await?
+        .map(|(p, ledger)| ParticipantOut::new(p, ledger));
+    Ok(Json(TenantFederated {
+        tenant_id: tenant.tenant_id,
+        privacy_budget: Budget {
+            epsilon: tenant.privacy_budget_epsilon,
+            delta: tenant.privacy_budget_delta,
+        },
+        participant,
+    }))
 }
 
 #[utoipa::path(delete, path = "/v1/admin/tenants/{tenant_id}", tag = "admin", params(("tenant_id" = String, Path)),

@@ -1,4 +1,5 @@
-//! `/healthz` (the process answers) and `/readyz` (the database answers, with pgvector's version).
+//! `/healthz` (the process answers) and `/readyz` (the database answers, with pgvector's version,
+//! and holds every migration this binary embeds).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -32,6 +33,10 @@ pub struct Ready {
     pub pgvector_version: Option<String>,
     /// The embedding model, when one is configured.
     pub embedder: Option<String>,
+    /// Versions of embedded migrations the database lacks (or holds with another checksum): a
+    /// server started against a database another binary has not finished migrating is not ready.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pending_migrations: Vec<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -40,15 +45,31 @@ pub struct Ready {
     responses((status = 200, body = Ready), (status = 503, body = Ready)))]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Ready>) {
     let embedder = state.embedder.as_ref().map(|e| e.model_name().to_owned());
-    match state.store.pgvector_version().await {
-        Ok(v) => (
+    let checked = match state.store.pgvector_version().await {
+        Ok(v) => state.store.pending_migrations().await.map(|p| (v, p)),
+        Err(e) => Err(e),
+    };
+    match checked {
+        Ok((v, pending)) if pending.is_empty() => (
             StatusCode::OK,
             Json(Ready {
                 status: "ready",
                 database: "reachable",
                 pgvector_version: Some(v),
                 embedder,
+                pending_migrations: pending,
                 error: None,
+            }),
+        ),
+        Ok((v, pending)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Ready {
+                status: "unavailable",
+                database: "reachable",
+                pgvector_version: Some(v),
+                embedder,
+                error: Some(format!("migrations pending: {pending:?}")),
+                pending_migrations: pending,
             }),
         ),
         Err(e) => (
@@ -58,6 +79,7 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Ready>) {
                 database: "unreachable",
                 pgvector_version: None,
                 embedder,
+                pending_migrations: Vec::new(),
                 error: Some(e.to_string()),
             }),
         ),

@@ -179,6 +179,24 @@ fn prepare(input: MemoryInput, limits: &Limits) -> Result<Prepared, Invalid> {
     })
 }
 
+/// At least the storage bytes new memories will take, for the quota pre-check: their content as
+/// compact JSON (the stored form is never shorter) and the vectors they will have.
+fn min_bytes(state: &AppState, batch: &[Prepared]) -> i64 {
+    batch
+        .iter()
+        .map(|p| {
+            let content = serde_json::to_vec(&p.memory.content).map_or(0, |b| b.len() as i64);
+            let embedded = p.memory.embedding.is_some() || state.embedder.is_some();
+            content
+                + if embedded {
+                    memories::EMBEDDING_BYTES
+                } else {
+                    0
+                }
+        })
+        .sum()
+}
+
 /// Computes the embeddings of memories that came without one, in batches, before any
 /// transaction opens (inference never holds a database connection). Embedding costs time and,
 /// with a paid provider, money: `op` is authorized first.
@@ -226,7 +244,8 @@ async fn create_memory(
         Permission::Write,
         batch[0].memory.memory_id.clone(),
     )
-    .created();
+    .created()
+    .grows(1, min_bytes(&state, &batch));
     embed_missing(&state, &ctx, &op, &mut batch).await?;
     let new: Vec<NewMemory> = batch.into_iter().map(|p| p.memory).collect();
     let mut rows = run(&state, &ctx, op, |tx| {
@@ -295,7 +314,8 @@ async fn create_batch(
         Permission::Write,
         "*",
     )
-    .created();
+    .created()
+    .grows(batch.len() as i64, min_bytes(&state, &batch));
     embed_missing(&state, &ctx, &op, &mut batch).await?;
     let new: Vec<NewMemory> = batch.into_iter().map(|p| p.memory).collect();
     let rows = run(&state, &ctx, op, |tx| {

@@ -2,9 +2,12 @@
 
 pub mod admin;
 pub mod contexts;
+pub mod federated;
 pub mod graph;
 pub mod health;
 pub mod maintenance;
 pub mod memories;
+pub mod operations;
 pub mod search;
+pub mod sharing;
 pub mod tenant_misc;

@@ -21,6 +21,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::ops::{authorize, run_with_rules, Op};
 use crate::routes::memories::{build_filter, MemoryOut};
+use crate::routes::sharing::{self, SharedFrom};
 use crate::state::AppState;
 
 /// Rank constant of reciprocal rank fusion (the usual 60).
@@ -39,6 +40,18 @@ pub enum Mode {
     Text,
     /// Both, fused by reciprocal rank.
     Hybrid,
+}
+
+/// Whose memories a search reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchScope {
+    /// The key's tenant's memories.
+    #[default]
+    Own,
+    /// Also what other tenants' sharing rules let it read (needs the scope `federated:read`;
+    /// see `/v1/sharing-rules`).
+    Shared,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -76,6 +89,9 @@ pub struct SearchInput {
     pub expand: bool,
     #[serde(default)]
     pub include_embedding: bool,
+    /// `own` (default) or `shared`.
+    #[serde(default)]
+    pub scope: SearchScope,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -96,6 +112,10 @@ pub struct SearchHit {
     pub memory: MemoryOut,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub related: Option<Vec<Related>>,
+    /// Present on a hit another tenant's sharing rule exposes (its content anonymized by the
+    /// rule; its `memory_id` a handle, not the owner's id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared: Option<SharedFrom>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -266,7 +286,17 @@ async fn search_memories(
     if min_similarity.is_some_and(|s| !(-1.0..=1.0).contains(&s)) {
         return Err(Invalid::new("min_similarity", "must be between -1 and 1").into());
     }
-    let op = Op::new("memory.search", Resource::Memories, Permission::Read, "*");
+    let scope = input.scope;
+    let action = match scope {
+        SearchScope::Own => "memory.search",
+        SearchScope::Shared => "memory.search_shared",
+    };
+    let op = Op::new(action, Resource::Memories, Permission::Read, "*");
+    if scope == SearchScope::Shared {
+        let sharing = Op::new(action, Resource::Federated, Permission::Read, "*");
+        authorize(&state, &ctx, &sharing).await?;
+    }
+    let request_id = Some(ctx.request_id.clone()).filter(|r| !r.is_empty());
     let plan = plan(&state, &ctx, &op, &mut input).await?;
     let strategy = if state.store.has_vector_index(ctx.key.scope.tenant_id()) {
         Strategy::Hnsw
@@ -276,48 +306,69 @@ async fn search_memories(
     let ef_search = state.limits.ef_search.max(plan.k as i32 * 2);
     let (expand, with_embedding) = (input.expand, input.include_embedding);
     let mode = plan.mode;
-    let (hits, related, strategy) = run_with_rules(&state, &ctx, op, |tx, rules| {
-        Box::pin(async move {
-            // Hybrid fuses longer lists than it returns, so a memory ranked well by one side
-            // and modestly by the other can still surface.
-            let depth = if mode == Mode::Hybrid {
-                (plan.k * 4).min(200)
-            } else {
-                plan.k
-            };
-            // The strategy that answered: an HNSW search that came back short is redone exactly.
-            let (mut vector_hits, strategy) = match &plan.vector {
-                Some(v) => {
-                    search::vector(tx, v, depth, &filter, strategy, ef_search, with_embedding)
-                        .await?
+    let (hits, related, strategy, mut shared_from) =
+        run_with_rules(&state, &ctx, op, |tx, rules| {
+            Box::pin(async move {
+                // Hybrid fuses longer lists than it returns, so a memory ranked well by one side
+                // and modestly by the other can still surface.
+                let depth = if mode == Mode::Hybrid {
+                    (plan.k * 4).min(200)
+                } else {
+                    plan.k
+                };
+                // The strategy that answered: an HNSW search that came back short is redone exactly.
+                let (mut vector_hits, strategy) = match &plan.vector {
+                    Some(v) => {
+                        search::vector(tx, v, depth, &filter, strategy, ef_search, with_embedding)
+                            .await?
+                    }
+                    None => (Vec::new(), strategy),
+                };
+                if let Some(min) = min_similarity {
+                    vector_hits.retain(|h| 1.0 - h.score >= min);
                 }
-                None => (Vec::new(), strategy),
-            };
-            if let Some(min) = min_similarity {
-                vector_hits.retain(|h| 1.0 - h.score >= min);
-            }
-            let text_hits = match (&plan.text, mode) {
-                (Some(q), Mode::Text | Mode::Hybrid) => {
-                    search::text(tx, q, depth, &filter, with_embedding).await?
+                let mut text_hits = match (&plan.text, mode) {
+                    (Some(q), Mode::Text | Mode::Hybrid) => {
+                        search::text(tx, q, depth, &filter, with_embedding).await?
+                    }
+                    _ => Vec::new(),
+                };
+                let mut shared_from = HashMap::new();
+                if scope == SearchScope::Shared {
+                    let text = plan.text.as_deref().filter(|_| mode != Mode::Vector);
+                    let vector = plan.vector.as_deref().filter(|_| mode != Mode::Text);
+                    let mut s = sharing::shared_hits(
+                        tx,
+                        vector,
+                        text,
+                        depth,
+                        &filter,
+                        request_id.as_deref(),
+                    )
+                    .await?;
+                    if let Some(min) = min_similarity {
+                        s.vector.retain(|h| 1.0 - h.score >= min);
+                    }
+                    sharing::merge(&mut vector_hits, s.vector, depth, true);
+                    sharing::merge(&mut text_hits, s.text, depth, false);
+                    shared_from = s.sources;
                 }
-                _ => Vec::new(),
-            };
-            let hits = match mode {
-                Mode::Vector => vector_ranked(vector_hits),
-                Mode::Text => text_ranked(text_hits),
-                Mode::Hybrid => fuse(vector_hits, text_hits, plan.k as usize),
-            };
-            let related = if expand && !hits.is_empty() {
-                let ids: Vec<Uuid> = hits.iter().map(|h| h.hit.memory.id).collect();
-                let visible = rules.visibility(Permission::Read.as_str());
-                Some(search::adjacent(tx, &ids, (ids.len() as i64) * 10, &visible).await?)
-            } else {
-                None
-            };
-            Ok((hits, related, strategy))
+                let hits = match mode {
+                    Mode::Vector => vector_ranked(vector_hits),
+                    Mode::Text => text_ranked(text_hits),
+                    Mode::Hybrid => fuse(vector_hits, text_hits, plan.k as usize),
+                };
+                let related = if expand && !hits.is_empty() {
+                    let ids: Vec<Uuid> = hits.iter().map(|h| h.hit.memory.id).collect();
+                    let visible = rules.visibility(Permission::Read.as_str());
+                    Some(search::adjacent(tx, &ids, (ids.len() as i64) * 10, &visible).await?)
+                } else {
+                    None
+                };
+                Ok((hits, related, strategy, shared_from))
+            })
         })
-    })
-    .await?;
+        .await?;
 
     let mut neighbours: HashMap<Uuid, Vec<Related>> = HashMap::new();
     if let Some((edges, memories)) = related {
@@ -355,6 +406,7 @@ async fn search_memories(
                 similarity: r.similarity,
                 vector_rank: r.vector_rank,
                 text_rank: r.text_rank,
+                shared: shared_from.remove(&r.hit.memory.id),
                 memory: r.hit.memory.into(),
                 related,
             }

@@ -184,10 +184,11 @@ async fn create_policy(
     Ok((StatusCode::CREATED, Json(policy)))
 }
 
+/// The query of a list paged oldest first by an opaque cursor (policies, sharing rules).
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct PolicyListParams {
+pub struct CursorPageParams {
     /// Page size, 1 to 500 (default 50).
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
@@ -202,12 +203,12 @@ pub struct PolicyPage {
     pub next_cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/policies", tag = "policies", params(PolicyListParams),
+#[utoipa::path(get, path = "/v1/policies", tag = "policies", params(CursorPageParams),
     responses((status = 200, body = PolicyPage)), security(("api_key" = [])))]
 async fn list_policies(
     State(state): State<AppState>,
     ctx: TenantCtx,
-    ApiQuery(p): ApiQuery<PolicyListParams>,
+    ApiQuery(p): ApiQuery<CursorPageParams>,
 ) -> ApiResult<Json<PolicyPage>> {
     let limit = check_limit(&state.limits, p.limit)?;
     let cursor = p

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{Duration, Utc};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -132,6 +133,18 @@ async fn send(app: &TestApp, key: &str, c: &Case) -> Resp {
 
 fn nested(depth: usize) -> Value {
     (0..depth).fold(json!(1), |v, _| json!({ "a": v }))
+}
+
+/// A valid session (basic, weighted, 3 participants) with `extra` fields replacing its own.
+fn fs(extra: Value) -> Value {
+    let mut s = json!({
+        "topic": { "tags": ["t"] }, "aggregation_method": "weighted", "privacy_level": "basic",
+        "deadline": (Utc::now() + Duration::days(1)).to_rfc3339(),
+    });
+    if let (Some(o), Some(e)) = (s.as_object_mut(), extra.as_object()) {
+        o.extend(e.clone());
+    }
+    s
 }
 
 fn mem(extra: Value) -> Value {
@@ -427,6 +440,91 @@ fn cases(project: &str, tenant: &str, key_id: &str, policy: &str) -> Vec<Case> {
         case("PATCH", format!("/v1/policies/{policy}"), j(json!({ "is_active": "yes" })), 422, "invalid_body"),
         case("PATCH", format!("/v1/policies/{policy}"), raw("is_active=false"), 400, "malformed_json"),
         case("DELETE", "/v1/policies/zzz", Body::None, 404, "not_found"),
+        // federated learning (the tenant federates and is registered at `basic`)
+        case("POST", "/v1/federated/participant", j(json!({ "privacy_level": "max" })), 422, "invalid_value"),
+        case("POST", "/v1/federated/participant", j(json!({})), 422, "invalid_body"),
+        case("POST", "/v1/federated/participant", j(json!({ "privacy_level": "basic", "budget": 100 })), 422, "invalid_body"),
+        case("POST", "/v1/federated/sessions", j(json!({ "topic": { "tags": ["t"] }, "aggregation_method": "weighted", "privacy_level": "basic" })), 422, "invalid_body"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "topic": {} }))), 422, "invalid_value"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "topic": { "query": "" } }))), 422, "invalid_value"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "topic": { "query": "no embedder here" } }))), 422, "invalid_value"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "topic": { "tags": [""] } }))), 422, "invalid_value"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "topic": { "filter": { "min_relevance": 2 } } }))), 422, "invalid_value"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "topic": { "filter": { "contains": vec![1; 64] } } }))), 422, "invalid_value"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "topic": { "tags": ["t"], "max_memories": 0 } }))), 422, "invalid_value"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "topic": { "tags": ["t"], "max_memories": 1001 } }))), 422, "invalid_value"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "topic": { "tags": ["t"], "min_similarity": 0.5 } }))), 422, "invalid_value"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "topic": { "tags": ["t"], "label_fields": (0..9).map(|i| format!("f{i}")).collect::<Vec<_>>() } }))), 422, "invalid_value"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "topic": { "tags": ["t"], "lesson_fields": [""] } }))), 422, "invalid_value"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "topic": { "tags": ["t"], "tenant": "x" } }))), 422, "invalid_body"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "session_id": "bad id!" }))), 422, "invalid_value"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "session_id": "s".repeat(300) }))), 422, "invalid_value"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "aggregation_method": "average" }))), 422, "invalid_body"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "privacy_level": "differential" }))), 422, "invalid_value"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "privacy_level": "differential", "epsilon": 0 }))), 422, "invalid_value"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "privacy_level": "differential", "epsilon": 11 }))), 422, "invalid_value"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "privacy_level": "differential", "epsilon": -1 }))), 422, "invalid_value"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "privacy_level": "differential", "epsilon": 1, "delta": 1e-3 }))), 422, "invalid_value"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "epsilon": 1 }))), 422, "invalid_value"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "min_participants": 1 }))), 422, "invalid_value"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "min_participants": 5000 }))), 422, "invalid_value"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "min_participants": 3, "max_participants": 2 }))), 422, "invalid_value"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "min_participants": 1.5 }))), 422, "invalid_body"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "deadline": "2001-01-01T00:00:00Z" }))), 422, "invalid_value"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "deadline": (Utc::now() + Duration::days(1000)).to_rfc3339() }))), 422, "invalid_value"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "deadline": "soon" }))), 422, "invalid_body"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "aggregation_method": "consensus", "min_participants": 3 }))), 422, "invalid_value"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "robustness": { "byzantine": 1 } }))), 422, "invalid_value"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "aggregation_method": "consensus", "robustness": { "beta": 0.5 } }))), 422, "invalid_value"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "aggregation_method": "consensus", "robustness": { "trim": "median", "beta": 0.2 } }))), 422, "invalid_value"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "aggregation_method": "hybrid", "robustness": { "trim": "median" } }))), 422, "invalid_value"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "aggregation_method": "consensus", "robustness": { "byzantine": 101 } }))), 422, "invalid_value"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "aggregation_method": "consensus", "robustness": { "trim": "sometimes" } }))), 422, "invalid_body"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "secure": { "min_tenants": 3 } }))), 422, "invalid_value"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "privacy_level": "secure", "epsilon": 1, "secure": { "min_tenants": 0 } }))), 422, "invalid_value"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "privacy_level": "secure", "epsilon": 1, "secure": { "redaction": { "patterns": ["("] } } }))), 422, "invalid_value"),
+        case("POST", "/v1/federated/sessions", j(fs(json!({ "description": "nul\u{0}" }))), 422, "invalid_value"),
+        case("GET", "/v1/federated/sessions?limit=0", Body::None, 422, "invalid_value"),
+        case("GET", "/v1/federated/sessions?status=done", Body::None, 400, "invalid_query"),
+        case("GET", "/v1/federated/sessions?cursor=garbage!!", Body::None, 400, "invalid_cursor"),
+        case("GET", "/v1/federated/sessions?tenant=other", Body::None, 400, "invalid_query"),
+        case("GET", "/v1/federated/sessions/nope", Body::None, 404, "session_not_found"),
+        case("GET", format!("/v1/federated/sessions/{long_id}"), Body::None, 404, "session_not_found"),
+        case("POST", "/v1/federated/sessions/nope/join", Body::None, 404, "session_not_found"),
+        case("POST", "/v1/federated/sessions/nope/leave", Body::None, 404, "session_not_found"),
+        case("POST", "/v1/federated/sessions/nope/aggregate", Body::None, 404, "session_not_found"),
+        case("POST", "/v1/federated/sessions/nope/cancel", Body::None, 404, "session_not_found"),
+        case("GET", "/v1/federated/sessions/nope/insights", Body::None, 404, "session_not_found"),
+        // sharing rules
+        case("POST", "/v1/sharing-rules", j(json!({ "target_tenant_id": "bad id!", "conditions": { "tags": ["t"] } })), 422, "invalid_value"),
+        case("POST", "/v1/sharing-rules", j(json!({ "target_tenant_id": "nobody", "conditions": { "tags": ["t"] } })), 404, "target_tenant_not_found"),
+        case("POST", "/v1/sharing-rules", j(json!({ "target_tenant_id": tenant, "conditions": { "tags": ["t"] } })), 422, "invalid_value"),
+        case("POST", "/v1/sharing-rules", j(json!({ "target_tenant_id": "*", "conditions": {} })), 422, "invalid_value"),
+        case("POST", "/v1/sharing-rules", j(json!({ "target_tenant_id": "*", "conditions": { "tags": [""] } })), 422, "invalid_value"),
+        case("POST", "/v1/sharing-rules", j(json!({ "target_tenant_id": "*", "conditions": { "contains": nested(20) } })), 422, "invalid_value"),
+        case("POST", "/v1/sharing-rules", j(json!({ "target_tenant_id": "*", "conditions": { "contains": { "k": "x".repeat(9000) } } })), 422, "invalid_value"),
+        case("POST", "/v1/sharing-rules", j(json!({ "target_tenant_id": "*", "conditions": { "owner": "x" } })), 422, "invalid_body"),
+        case("POST", "/v1/sharing-rules", j(json!({ "target_tenant_id": "*" })), 422, "invalid_body"),
+        case("POST", "/v1/sharing-rules", j(json!({ "target_tenant_id": "*", "conditions": { "tags": ["t"] }, "resource_type": "contexts" })), 422, "invalid_value"),
+        case("POST", "/v1/sharing-rules", j(json!({ "target_tenant_id": "*", "conditions": { "tags": ["t"] }, "permissions": ["write"] })), 422, "invalid_value"),
+        case("POST", "/v1/sharing-rules", j(json!({ "target_tenant_id": "*", "conditions": { "tags": ["t"] }, "anonymization": { "patterns": ["("] } })), 422, "invalid_value"),
+        case("POST", "/v1/sharing-rules", j(json!({ "target_tenant_id": "*", "conditions": { "tags": ["t"] }, "anonymization": { "patterns": vec!["a"; 33] } })), 422, "invalid_value"),
+        case("POST", "/v1/sharing-rules", j(json!({ "target_tenant_id": "*", "conditions": { "tags": ["t"] }, "anonymization": { "mask": true } })), 422, "invalid_body"),
+        case("POST", "/v1/sharing-rules", j(json!({ "target_tenant_id": "*", "conditions": { "tags": ["t"] }, "expires_at": "2001-01-01T00:00:00Z" })), 422, "invalid_value"),
+        case("POST", "/v1/sharing-rules", j(json!({ "target_tenant_id": 7, "conditions": { "tags": ["t"] } })), 422, "invalid_body"),
+        case("GET", "/v1/sharing-rules?limit=0", Body::None, 422, "invalid_value"),
+        case("GET", "/v1/sharing-rules?cursor=garbage!!", Body::None, 400, "invalid_cursor"),
+        case("GET", "/v1/sharing-rules?target=x", Body::None, 400, "invalid_query"),
+        case("GET", "/v1/sharing-rules/not-a-uuid", Body::None, 404, "not_found"),
+        case("GET", format!("/v1/sharing-rules/{unknown}"), Body::None, 404, "sharing_rule_not_found"),
+        case("PATCH", format!("/v1/sharing-rules/{unknown}"), j(json!({})), 422, "invalid_value"),
+        case("PATCH", format!("/v1/sharing-rules/{unknown}"), j(json!({ "is_active": "no" })), 422, "invalid_body"),
+        case("PATCH", format!("/v1/sharing-rules/{unknown}"), j(json!({ "expires_at": "2001-01-01T00:00:00Z" })), 422, "invalid_value"),
+        case("PATCH", format!("/v1/sharing-rules/{unknown}"), j(json!({ "conditions": {} })), 422, "invalid_value"),
+        case("PATCH", format!("/v1/sharing-rules/{unknown}"), j(json!({ "is_active": false })), 404, "sharing_rule_not_found"),
+        case("DELETE", "/v1/sharing-rules/zzz", Body::None, 404, "not_found"),
+        case("DELETE", format!("/v1/sharing-rules/{unknown}"), Body::None, 404, "sharing_rule_not_found"),
+        case("POST", "/v1/memories/search", j(json!({ "query": "x", "scope": "everyone" })), 422, "invalid_body"),
     ];
     // The admin surface.
     let admin_cases = vec![
@@ -483,6 +581,14 @@ fn cases(project: &str, tenant: &str, key_id: &str, policy: &str) -> Vec<Case> {
         case("DELETE", format!("{tenants}/keys/not-a-uuid"), Body::None, 404, "not_found"),
         case("DELETE", format!("{tenants}/keys/{unknown}"), Body::None, 404, "api_key_not_found"),
         case("DELETE", format!("/v1/admin/tenants/nobody/keys/{key_id}"), Body::None, 404, "api_key_not_found"),
+        case("GET", "/v1/admin/tenants/nobody/usage", Body::None, 404, "tenant_not_found"),
+        case("GET", "/v1/admin/tenants/nul%00/usage", Body::None, 422, "invalid_value"),
+        case("PATCH", tenants.clone(), j(json!({ "privacy_budget": { "epsilon": 0, "delta": 1e-6 } })), 422, "invalid_value"),
+        case("PATCH", tenants.clone(), j(json!({ "privacy_budget": { "epsilon": 101, "delta": 1e-6 } })), 422, "invalid_value"),
+        case("PATCH", tenants.clone(), j(json!({ "privacy_budget": { "epsilon": 10, "delta": 0.01 } })), 422, "invalid_value"),
+        case("PATCH", tenants.clone(), j(json!({ "privacy_budget": { "epsilon": 10 } })), 422, "invalid_body"),
+        case("GET", "/v1/admin/tenants/nobody/federated", Body::None, 404, "tenant_not_found"),
+        case("GET", format!("/v1/admin/tenants/{}/federated", "t".repeat(300)), Body::None, 404, "tenant_not_found"),
     ];
     v.extend(admin_cases.into_iter().map(admin));
     v
@@ -508,6 +614,21 @@ fn route_of(ops: &[Operation], method: &str, path: &str) -> Option<String> {
 async fn bad_input_on_every_endpoint_is_a_4xx_with_the_error_shape() {
     let app = TestApp::spawn().await;
     let t = app.new_tenant("tenant-bad").await;
+    // Federating and registered, so the federated endpoints get as far as their ids.
+    app.admin(
+        "PATCH",
+        "/v1/admin/tenants/tenant-bad",
+        Some(json!({ "isolation_level": "federated" })),
+    )
+    .await
+    .ok(200);
+    app.post(
+        "/v1/federated/participant",
+        &t.key,
+        json!({ "privacy_level": "basic" }),
+    )
+    .await
+    .ok(200);
     let m1 = app
         .create_memory(&t.key, "m1", json!({"text": "one"}))
         .await;
@@ -684,6 +805,9 @@ async fn bad_input_on_every_endpoint_is_a_4xx_with_the_error_shape() {
         "GET /readyz",
         "GET /v1/usage",
         "POST /v1/admin/maintenance",
+        "GET /v1/admin/health",
+        "GET /v1/federated/participant",
+        "DELETE /v1/federated/participant",
     ];
     let uncovered: Vec<String> = ops
         .iter()

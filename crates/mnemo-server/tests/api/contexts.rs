@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use mnemo_core::context::corpus;
 use mnemo_embed::{Backend, Embedder, HttpEmbedder, HttpEmbedderConfig, MiniLm, OnnxConfig};
 use mnemo_server::llm::{LlmConfig, LlmSummarizer};
-use mnemo_server::{AdminKey, Limits};
+use mnemo_server::{AdminKey, AppState, Limits};
 
 use crate::harness::{TestApp, ADMIN_KEY};
 
@@ -901,12 +901,15 @@ async fn app_with_chat(url: String) -> TestApp {
         max_input_tokens: 2_000,
     })
     .expect("summarizer");
-    TestApp::spawn_configured(
-        Limits::default(),
-        Some(model()),
-        AdminKey::configured(ADMIN_KEY),
-        Some(llm),
-    )
+    TestApp::spawn_state(|store| {
+        AppState::new(
+            store,
+            Some(model()),
+            Limits::default(),
+            AdminKey::configured(ADMIN_KEY),
+        )
+        .with_summarizer(llm)
+    })
     .await
 }
 

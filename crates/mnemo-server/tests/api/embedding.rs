@@ -154,6 +154,49 @@ async fn a_key_without_write_scope_is_refused_before_any_text_is_embedded() {
 }
 
 #[tokio::test]
+async fn a_write_over_the_quota_is_refused_before_any_text_is_embedded() {
+    let stub = Stub::start(false).await;
+    let app = app_with_provider(&stub.base_url).await;
+    let project = app.create_project("project of the quota").await;
+    let t = app
+        .new_tenant_in(&project, "tenant-quota-embed", json!({ "max_memories": 5 }))
+        .await;
+    app.post("/v1/memories/batch", &t.key, texts(5))
+        .await
+        .ok(201);
+    let embedded = stub.calls();
+
+    let more: Vec<Value> = (0..1000)
+        .map(|i| json!({ "memory_id": format!("more-{i}"), "content": { "text": format!("note {i}") } }))
+        .collect();
+    app.post("/v1/memories/batch", &t.key, json!({ "memories": more }))
+        .await
+        .expect(403, "quota_exceeded");
+    app.post(
+        "/v1/memories",
+        &t.key,
+        json!({ "memory_id": "one-more", "content": { "text": "over the quota" } }),
+    )
+    .await
+    .expect(403, "quota_exceeded");
+    assert_eq!(
+        stub.calls(),
+        embedded,
+        "texts of a write over the quota were embedded"
+    );
+
+    // A replacement does not grow the tenant: it is not refused up front.
+    app.call(
+        "PUT",
+        "/v1/memories/text-0",
+        Some(&t.key),
+        Some(json!({ "content": { "text": "replaced" } })),
+    )
+    .await
+    .ok(200);
+}
+
+#[tokio::test]
 async fn a_policy_refusal_comes_before_embedding() {
     let stub = Stub::start(false).await;
     let app = app_with_provider(&stub.base_url).await;

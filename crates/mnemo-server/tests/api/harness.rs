@@ -111,21 +111,13 @@ impl TestApp {
         embedder: Option<Arc<dyn Embedder>>,
         admin_key: AdminKey,
     ) -> TestApp {
-        Self::spawn_configured(limits, embedder, admin_key, None).await
+        Self::spawn_state(|store| AppState::new(store, embedder, limits, admin_key)).await
     }
 
-    /// [`TestApp::spawn_full`], with contexts summarized by `summarizer` when given.
-    pub async fn spawn_configured(
-        limits: Limits,
-        embedder: Option<Arc<dyn Embedder>>,
-        admin_key: AdminKey,
-        summarizer: Option<mnemo_server::llm::LlmSummarizer>,
-    ) -> TestApp {
+    /// The application with the state `make` builds on a fresh database's store.
+    pub async fn spawn_state(make: impl FnOnce(Store) -> AppState) -> TestApp {
         let db = TestDb::new().await;
-        let mut state = AppState::new(db.store.clone(), embedder, limits, admin_key);
-        if let Some(s) = summarizer {
-            state = state.with_summarizer(s);
-        }
+        let state = make(db.store.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a random port");

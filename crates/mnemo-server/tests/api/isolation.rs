@@ -3,7 +3,8 @@
 //!
 //! [`ENDPOINTS`] must list every tenant operation of the OpenAPI document
 //! (`every_tenant_endpoint_has_an_isolation_row` fails otherwise), so a new endpoint cannot ship
-//! without its isolation check.
+//! without its isolation check. Admin-only operations have no rows: `/v1/admin/health` and
+//! `/v1/admin/tenants/{tenant_id}/usage` (a tenant key gets 403 `admin_only` there, see `operations.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -92,6 +93,27 @@ pub const ENDPOINTS: &[Row] = &[
     row("GET", "/v1/policies/{id}", "/v1/policies/{policy}", None, 404),
     row("PATCH", "/v1/policies/{id}", "/v1/policies/{policy}", Some(r#"{"is_active":false}"#), 404),
     row("DELETE", "/v1/policies/{id}", "/v1/policies/{policy}", None, 404),
+    // federated learning (B is not registered: it joins nothing, and sees no other project)
+    row("POST", "/v1/federated/participant", "/v1/federated/participant", Some(r#"{"privacy_level":"differential"}"#), 200),
+    row("GET", "/v1/federated/participant", "/v1/federated/participant", None, 404),
+    row("DELETE", "/v1/federated/participant", "/v1/federated/participant", None, 404),
+    row("POST", "/v1/federated/sessions", "/v1/federated/sessions", Some(r#"{"session_id":"{session}","topic":{"tags":["{tag}"]},"aggregation_method":"weighted","privacy_level":"basic","deadline":"{deadline}"}"#), 403),
+    row("GET", "/v1/federated/sessions", "/v1/federated/sessions", None, 200),
+    row("GET", "/v1/federated/sessions", "/v1/federated/sessions?status=forming&limit=5", None, 200),
+    row("GET", "/v1/federated/sessions/{session_id}", "/v1/federated/sessions/{session}", None, 404),
+    row("POST", "/v1/federated/sessions/{session_id}/join", "/v1/federated/sessions/{session}/join", None, 403),
+    row("POST", "/v1/federated/sessions/{session_id}/leave", "/v1/federated/sessions/{session}/leave", None, 404),
+    row("POST", "/v1/federated/sessions/{session_id}/aggregate", "/v1/federated/sessions/{session}/aggregate", None, 404),
+    row("POST", "/v1/federated/sessions/{session_id}/cancel", "/v1/federated/sessions/{session}/cancel", None, 404),
+    row("GET", "/v1/federated/sessions/{session_id}/insights", "/v1/federated/sessions/{session}/insights", None, 404),
+    // sharing rules (A's rule shares with another tenant of the project, not with B)
+    row("POST", "/v1/sharing-rules", "/v1/sharing-rules", Some(r#"{"target_tenant_id":"{tenant_x}","conditions":{"tags":["{tag}"]}}"#), 404),
+    row("GET", "/v1/sharing-rules", "/v1/sharing-rules", None, 200),
+    row("GET", "/v1/sharing-rules/{id}", "/v1/sharing-rules/{rule}", None, 404),
+    row("PATCH", "/v1/sharing-rules/{id}", "/v1/sharing-rules/{rule}", Some(r#"{"is_active":false}"#), 404),
+    row("DELETE", "/v1/sharing-rules/{id}", "/v1/sharing-rules/{rule}", None, 404),
+    row("POST", "/v1/memories/search", "/v1/memories/search", Some(r#"{"query":"{marker}","mode":"text","scope":"shared"}"#), 200),
+    row("POST", "/v1/memories/search", "/v1/memories/search", Some(r#"{"vector":{vector},"k":100,"scope":"shared","filter":{"tags":["{tag}"]}}"#), 200),
 ];
 
 /// The values substituted for the placeholders of a [`Row`].
@@ -107,12 +129,20 @@ pub struct Ids {
     pub vector: String,
     pub key_id: String,
     pub ctx: String,
+    pub rule: String,
+    pub session: String,
+    pub tenant_x: String,
+    pub deadline: String,
 }
 
 impl Ids {
-    fn pairs(&self) -> [(&'static str, &str); 11] {
+    fn pairs(&self) -> [(&'static str, &str); 15] {
         [
             ("{ctx}", &self.ctx),
+            ("{deadline}", &self.deadline),
+            ("{session}", &self.session),
+            ("{tenant_x}", &self.tenant_x),
+            ("{rule}", &self.rule),
             ("{mem2}", &self.mem2),
             ("{mem}", &self.mem),
             ("{rel}", &self.rel),
@@ -153,8 +183,20 @@ impl Ids {
             vector: a_vector(),
             key_id: Uuid::new_v4().to_string(),
             ctx: "ghost-context-1".into(),
+            rule: Uuid::new_v4().to_string(),
+            session: "ghost-session".into(),
+            tenant_x: "ghost-tenant".into(),
+            deadline: deadline(),
         }
     }
+}
+
+/// A deadline every session accepts (the same for A's ids and unknown ids).
+fn deadline() -> String {
+    static DEADLINE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DEADLINE
+        .get_or_init(|| (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339())
+        .clone()
 }
 
 /// The vector of A's memory: searching with it would find that memory first.
@@ -215,6 +257,9 @@ async fn snapshot(app: &TestApp, key: &str, ids: &Ids) -> Value {
         format!("/v1/contexts/{}", ids.ctx),
         "/v1/contexts?limit=500".to_owned(),
         "/v1/usage".to_owned(),
+        format!("/v1/sharing-rules/{}", ids.rule),
+        "/v1/sharing-rules".to_owned(),
+        "/v1/federated/participant".to_owned(),
     ] {
         let r = app.get(&path, key).await;
         assert_eq!(r.status, 200, "A reads {path}: {}", r.text);
@@ -228,7 +273,11 @@ async fn tenant_b_using_tenant_a_ids_gets_what_unknown_ids_get() {
     let app = TestApp::spawn().await;
     // Same project: the strongest case (nothing but the tenant separates them).
     let project = app.create_project("shared project").await;
-    let a = app.new_tenant_in(&project, "tenant-alpha", json!({})).await;
+    // Federating tenants: the strongest case for the federated and sharing endpoints too.
+    let federating = json!({ "isolation_level": "federated" });
+    let a = app
+        .new_tenant_in(&project, "tenant-alpha", federating.clone())
+        .await;
     let secret = "alpha-content-secret";
     let created = app
         .post(
@@ -265,6 +314,43 @@ async fn tenant_b_using_tenant_a_ids_gets_what_unknown_ids_get() {
     )
     .await
     .ok(201);
+    // A shares its memories with a tenant that is not B; a tenant of another project runs a
+    // session (on A's tag, so B's shared searches would find A's memories if anything leaked).
+    app.new_tenant_in(&project, "tenant-friend", federating.clone())
+        .await;
+    app.post(
+        "/v1/federated/participant",
+        &a.key,
+        json!({ "privacy_level": "basic" }),
+    )
+    .await
+    .ok(200);
+    let rule = app
+        .post(
+            "/v1/sharing-rules",
+            &a.key,
+            json!({ "target_tenant_id": "tenant-friend", "conditions": { "tags": ["alpha-tag"] } }),
+        )
+        .await;
+    let other = app.create_project("another project").await;
+    let x = app
+        .new_tenant_in(&other, "tenant-xproj", federating.clone())
+        .await;
+    app.post(
+        "/v1/federated/participant",
+        &x.key,
+        json!({ "privacy_level": "basic" }),
+    )
+    .await
+    .ok(200);
+    app.post(
+        "/v1/federated/sessions",
+        &x.key,
+        json!({ "session_id": "xproj-session", "topic": { "tags": ["alpha-tag"] },
+                "aggregation_method": "weighted", "privacy_level": "basic", "deadline": deadline() }),
+    )
+    .await
+    .ok(201);
     let a_ids = Ids {
         mem: "alpha-note-1".into(),
         mem2: "alpha-note-2".into(),
@@ -277,6 +363,10 @@ async fn tenant_b_using_tenant_a_ids_gets_what_unknown_ids_get() {
         vector: a_vector(),
         key_id: a.key_id.clone(),
         ctx: "alpha-context-1".into(),
+        rule: rule.ok(201)["id"].as_str().expect("id").to_owned(),
+        session: "xproj-session".into(),
+        tenant_x: x.tenant_id.clone(),
+        deadline: deadline(),
     };
     // The request id is A's: A's audit finds it.
     let own = app
@@ -314,7 +404,7 @@ async fn tenant_b_using_tenant_a_ids_gets_what_unknown_ids_get() {
     for (i, row) in ENDPOINTS.iter().enumerate() {
         // A fresh B per row, so what one row writes cannot change another's answer.
         let b = app
-            .new_tenant_in(&project, &format!("tenant-b{i}"), json!({}))
+            .new_tenant_in(&project, &format!("tenant-b{i}"), federating.clone())
             .await;
         let with_a = send(&app, row, &a_ids, Some(&b.key)).await;
         let with_unknown = send(&app, row, &unknown, Some(&b.key)).await;
@@ -334,7 +424,13 @@ async fn tenant_b_using_tenant_a_ids_gets_what_unknown_ids_get() {
         if with_a.status >= 400 {
             assert!(with_a.has_error_shape(), "{what}: {}", with_a.text);
         }
-        for leak in [secret, a.tenant_id.as_str(), a.key_id.as_str()] {
+        for leak in [
+            secret,
+            a.tenant_id.as_str(),
+            a.key_id.as_str(),
+            x.tenant_id.as_str(),
+            "xproj-session",
+        ] {
             assert!(
                 !with_a.text.contains(leak),
                 "{what} leaks {leak}: {}",
@@ -368,6 +464,22 @@ async fn tenant_b_using_tenant_a_ids_gets_what_unknown_ids_get() {
             .collect::<BTreeSet<_>>()
             .len()
     );
+}
+
+#[tokio::test]
+async fn a_tenant_key_cannot_read_a_tenants_federated_standing() {
+    let app = TestApp::spawn().await;
+    let a = app.new_tenant("tenant-alpha").await;
+    let b = app.new_tenant("tenant-beta").await;
+    for path in [
+        "/v1/admin/tenants/tenant-alpha/federated",
+        "/v1/admin/tenants/tenant-beta/federated",
+    ] {
+        app.get(path, &b.key).await.expect(403, "admin_only");
+    }
+    app.get("/v1/federated/participant", &a.key)
+        .await
+        .expect(403, "isolation_strict");
 }
 
 #[test]

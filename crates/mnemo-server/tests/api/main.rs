@@ -18,10 +18,14 @@
 //! - [`embedding`]: authorization before embedding; provider errors kept from tenants.
 //! - [`data_integrity`]: expired ids reused under every retention policy, overlapping batches,
 //!   maintenance that outlives its client, quotas kept by the usage counters.
+//! - [`operations`]: `/metrics` (parsed exposition, labels), readiness, health history.
 //! - [`rate_limits`]: per key, per tenant, admin key, failed authentication per address.
 //! - [`contexts`]: context offloading: byte-exact round trips (a property test over HTTP),
 //!   reconstruction within budgets, a planted answer found first, order and overlap merging,
 //!   all-or-nothing writes, quotas, expiry, chat-model summaries, isolation.
+//! - [`federated`]: federated sessions end to end (lifecycle, budgets, strict tenants, projects,
+//!   the deadline job) and the worked example of docs/federated.md.
+//! - [`sharing`]: sharing rules and the `shared` search scope (anonymization, revocation, audit).
 
 mod admin;
 mod audit_quota_policy;
@@ -30,10 +34,13 @@ mod bad_input;
 mod contexts;
 mod data_integrity;
 mod embedding;
+mod federated;
 mod graph;
 mod harness;
 mod isolation;
 mod limits;
 mod memories;
+mod operations;
 mod rate_limits;
 mod serving;
+mod sharing;

@@ -35,7 +35,9 @@ async fn every_key_and_foreign_key_of_a_tenant_owned_table_includes_tenant_id() 
         WHERE own_col IS NULL
            OR (contype IN ('p', 'u', 'x') AND NOT own_col = ANY(conkey))
            OR (contype = 'f'
-               AND confrelid NOT IN ('tenants'::regclass, 'projects'::regclass)
+               -- Reference (control-plane) tables: a distributed table may point at them.
+               AND confrelid NOT IN ('tenants'::regclass, 'projects'::regclass,
+                                     'federated_sessions'::regclass)
                AND (ref_col IS NULL
                     OR array_position(conkey, own_col) IS NULL
                     OR array_position(conkey, own_col) IS DISTINCT FROM array_position(confkey, ref_col)))
@@ -212,4 +214,71 @@ async fn vector_and_full_text_indexes_exist() {
     );
     assert!(has("context_chunks_fts_idx", "gin"), "{methods:?}");
     assert!(has("offloaded_contexts_metadata_idx", "gin"), "{methods:?}");
+}
+
+#[tokio::test]
+async fn every_table_has_a_citus_placement_and_tenant_owned_tables_are_distributed() {
+    use mnemo_store::citus::{placement_of, Placement};
+    let db = TestDb::new().await;
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT relname::text FROM pg_class
+         WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'p') AND NOT relispartition",
+    )
+    .fetch_all(db.store.pool())
+    .await
+    .expect("tables");
+    let unplaced: Vec<&String> = tables
+        .iter()
+        .filter(|t| placement_of(t).is_none())
+        .collect();
+    assert!(
+        unplaced.is_empty(),
+        "add these tables to mnemo_store::citus::LAYOUT: {unplaced:?}"
+    );
+    for t in TENANT_OWNED {
+        assert_eq!(placement_of(t), Some(Placement::Distributed), "{t}");
+    }
+}
+
+/// Citus rejects these on distributed and reference tables (measured on Citus 14): a function
+/// taking a whole row (the row type on a shard is the shard's), and subqueries in the policies of
+/// the control-plane tables (reference tables).
+#[tokio::test]
+async fn no_function_takes_a_table_row_and_no_reference_table_policy_has_a_subquery() {
+    use mnemo_store::citus::{Placement, LAYOUT};
+    let db = TestDb::new().await;
+    let pool = db.store.pool();
+    let row_functions: Vec<String> = sqlx::query_scalar(
+        "SELECT p.oid::regprocedure::text FROM pg_proc p
+         WHERE p.pronamespace = 'public'::regnamespace
+           AND EXISTS (SELECT 1 FROM unnest(p.proargtypes::oid[]) a
+                       JOIN pg_type t ON t.oid = a AND t.typtype = 'c'
+                       JOIN pg_class c ON c.oid = t.typrelid AND c.relkind IN ('r', 'p'))",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("functions");
+    assert!(
+        row_functions.is_empty(),
+        "functions taking a table row (Citus cannot run them on shards): {row_functions:?}"
+    );
+    let reference: Vec<&str> = LAYOUT
+        .iter()
+        .filter(|(_, p)| *p == Placement::Reference)
+        .map(|(t, _)| *t)
+        .collect();
+    let with_subqueries: Vec<String> = sqlx::query_scalar(
+        "SELECT format('%s.%s', polrelid::regclass, polname) FROM pg_policy
+         WHERE polrelid::regclass::text = ANY($1)
+           AND (coalesce(pg_get_expr(polqual, polrelid), '') ~* '\\mselect\\M'
+                OR coalesce(pg_get_expr(polwithcheck, polrelid), '') ~* '\\mselect\\M')",
+    )
+    .bind(&reference)
+    .fetch_all(pool)
+    .await
+    .expect("policies");
+    assert!(
+        with_subqueries.is_empty(),
+        "policies of reference tables with subqueries (Citus refuses them): {with_subqueries:?}"
+    );
 }

@@ -93,6 +93,29 @@ async fn insert_row(
              VALUES ($1, current_date, 'memory.create', 'success', 1)",
         )
         .bind(tenant),
+        // A session of the tenant's own, and its membership (and contribution) in it.
+        "federated_memberships" => sqlx::query(
+            "WITH s AS (INSERT INTO federated_sessions (session_id, topic, initiator_tenant_id)
+                        VALUES ('session-' || gen_random_uuid(), 'topic', $1) RETURNING id)
+             INSERT INTO federated_memberships (tenant_id, session_id) SELECT $1, id FROM s",
+        )
+        .bind(tenant),
+        "federated_contributions" => sqlx::query(
+            "WITH s AS (INSERT INTO federated_sessions (session_id, topic, initiator_tenant_id)
+                        VALUES ('session-' || gen_random_uuid(), 'topic', $1) RETURNING id),
+                  m AS (INSERT INTO federated_memberships (tenant_id, session_id)
+                        SELECT $1, id FROM s RETURNING session_id)
+             INSERT INTO federated_contributions (tenant_id, session_id, centroid, memory_count)
+             SELECT $1, session_id, array_fill(0.1::float8, ARRAY[384]), 3 FROM m",
+        )
+        .bind(tenant),
+        "federated_privacy_ledger" => sqlx::query(
+            "INSERT INTO federated_privacy_ledger
+                 (tenant_id, session_id, session_key, rho, delta, session_epsilon, session_delta,
+                  rho_after, delta_after, epsilon_spent_after)
+             VALUES ($1, gen_random_uuid(), 's', 0.01, 2e-9, 1, 1e-8, 0.01, 2e-9, 0.8)",
+        )
+        .bind(tenant),
         other => panic!("no fixture row for {other}"),
     };
     Ok(query.execute(conn).await?.rows_affected())
@@ -313,6 +336,7 @@ async fn with_no_tenant_set_the_application_role_sees_nothing() {
         "tenants",
         "projects",
         "federated_sessions",
+        "aggregated_insights",
         "performance_metrics",
     ]);
     let mut tx = app_tx(pool, None).await;

@@ -108,6 +108,15 @@ async fn world(pool: &PgPool) -> World {
         .execute(pool)
         .await
         .expect("insight");
+        // Each initiator contributed to its own session's release.
+        sqlx::query(
+            "INSERT INTO federated_memberships (tenant_id, session_id, status) VALUES ($1, $2, 'contributed')",
+        )
+        .bind(tenant)
+        .bind(id)
+        .execute(pool)
+        .await
+        .expect("membership");
     }
     World {
         a,
@@ -186,9 +195,10 @@ async fn federated_views_show_the_application_role_only_its_projects_sessions() 
     .fetch_all(&mut *tx)
     .await
     .expect("federated_learning_stats");
+    // Both sessions of the project are visible; the insight only of the one A contributed to.
     assert_eq!(
         sessions,
-        [("session-a".to_owned(), 1), ("session-b".to_owned(), 1)]
+        [("session-a".to_owned(), 1), ("session-b".to_owned(), 0)]
     );
     let foreign_insights: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM aggregated_insights i JOIN federated_sessions s ON s.id = i.session_id

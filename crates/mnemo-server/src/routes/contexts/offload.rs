@@ -16,7 +16,7 @@ use mnemo_store::memories::EMBEDDING_BYTES;
 use super::Checked;
 use crate::auth::TenantCtx;
 use crate::error::{ApiError, ApiResult};
-use crate::ops::{authorize_write, Op};
+use crate::ops::{authorize, Op};
 use crate::state::AppState;
 
 /// The chunk bound used with an embedder that does not count its own tokens (an HTTP provider):
@@ -262,7 +262,7 @@ pub(super) async fn prepare(
             .sum::<i64>()
         + embedded
         + (state.limits.context_summary_tokens as i64) * 4;
-    authorize_write(state, ctx, op, estimate).await?;
+    authorize(state, ctx, &op.clone().grows(0, estimate)).await?;
 
     if let Some(embedder) = &state.embedder {
         let vectors = embed_all(
