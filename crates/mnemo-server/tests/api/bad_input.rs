@@ -434,7 +434,7 @@ fn cases(project: &str, tenant: &str, key_id: &str, policy: &str) -> Vec<Case> {
         case("GET", "/v1/policies?name=p", Body::None, 400, "invalid_query"),
         case("POST", "/v1/policies", j(json!({ "name": "p", "resource_type": "memories", "permissions": ["read"], "api_key_id": "not-a-uuid" })), 422, "invalid_body"),
         case("POST", "/v1/policies", j(json!({ "name": "p", "resource_type": "memories", "permissions": ["read"], "api_key_id": unknown })), 422, "invalid_value"),
-        case("POST", "/v1/policies", j(json!({ "name": "existing-policy", "resource_type": "contexts", "permissions": ["read"] })), 409, "policy_exists"),
+        case("POST", "/v1/policies", j(json!({ "name": "existing-policy", "resource_type": "audit", "permissions": ["read"] })), 409, "policy_exists"),
         case("GET", "/v1/policies/not-a-uuid", Body::None, 404, "not_found"),
         case("PATCH", format!("/v1/policies/{policy}"), j(json!({})), 422, "invalid_body"),
         case("PATCH", format!("/v1/policies/{policy}"), j(json!({ "is_active": "yes" })), 422, "invalid_body"),
@@ -640,7 +640,7 @@ async fn bad_input_on_every_endpoint_is_a_4xx_with_the_error_shape() {
         .post(
             "/v1/policies",
             &t.key,
-            json!({"name": "existing-policy", "resource_type": "contexts", "permissions": ["read"]}),
+            json!({"name": "existing-policy", "resource_type": "audit", "permissions": ["read"]}),
         )
         .await;
     let policy = policy.ok(201)["id"].as_str().expect("id").to_owned();

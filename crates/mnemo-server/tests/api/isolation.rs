@@ -301,7 +301,7 @@ async fn tenant_b_using_tenant_a_ids_gets_what_unknown_ids_get() {
         .post(
             "/v1/policies",
             &a.key,
-            json!({ "name": "alpha-policy", "resource_type": "contexts", "permissions": ["read"] }),
+            json!({ "name": "alpha-policy", "resource_type": "audit", "permissions": ["read"] }),
         )
         .await;
     // A context holding A's marker and secret, in a session named like the marker.

@@ -172,7 +172,9 @@ pub(super) struct Ranked {
     pub text_rank: Option<usize>,
 }
 
-/// Reciprocal rank fusion of two rankings of items with ids.
+/// Reciprocal rank fusion of two rankings of items with ids. Equal scores keep text order, then
+/// vector order: in a long transcript a chunk's embedding averages many sentences, so a chunk
+/// holding the query's words is the more specific evidence than one that is merely as near.
 pub(super) fn fuse<T>(
     vector: Vec<T>,
     text: Vec<T>,
@@ -181,26 +183,26 @@ pub(super) fn fuse<T>(
     let rrf = |rank: usize| 1.0 / (RRF_K + rank as f64);
     let mut by_id: HashMap<Uuid, (T, f64, Option<usize>, Option<usize>)> = HashMap::new();
     let mut order = Vec::new();
-    for (i, hit) in vector.into_iter().enumerate() {
+    for (i, hit) in text.into_iter().enumerate() {
         let key = id(&hit);
         order.push(key);
-        by_id.insert(key, (hit, rrf(i + 1), Some(i + 1), None));
+        by_id.insert(key, (hit, rrf(i + 1), None, Some(i + 1)));
     }
-    for (i, hit) in text.into_iter().enumerate() {
+    for (i, hit) in vector.into_iter().enumerate() {
         let key = id(&hit);
         match by_id.get_mut(&key) {
             Some(e) => {
                 e.1 += rrf(i + 1);
-                e.3 = Some(i + 1);
+                e.2 = Some(i + 1);
             }
             None => {
                 order.push(key);
-                by_id.insert(key, (hit, rrf(i + 1), None, Some(i + 1)));
+                by_id.insert(key, (hit, rrf(i + 1), Some(i + 1), None));
             }
         }
     }
     let mut all: Vec<_> = order.into_iter().filter_map(|k| by_id.remove(&k)).collect();
-    // Stable: ties keep vector order, then text order.
+    // Stable: ties keep the order above.
     all.sort_by(|a, b| b.1.total_cmp(&a.1));
     all
 }
@@ -372,7 +374,7 @@ mod tests {
         let [a, b, c] = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];
         let fused = fuse(vec![a, b], vec![c, b], |x| *x);
         let ids: Vec<Uuid> = fused.iter().map(|f| f.0).collect();
-        assert_eq!(ids, [b, a, c]);
+        assert_eq!(ids, [b, c, a], "a tie keeps text order first");
         assert_eq!((fused[0].2, fused[0].3), (Some(2), Some(2)));
         assert!((fused[1].1 - 1.0 / 61.0).abs() < 1e-12);
     }
