@@ -10,6 +10,7 @@
 //! candidate first and the rest by relevance per token, and counts the final prompt with the
 //! requested tokenizer: the prompt is never over the budget.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use axum::extract::State;
@@ -158,12 +159,9 @@ pub(super) async fn reconstruct(
             let mut contexts_in_order: Vec<Uuid> = Vec::new();
             for r in &chunks {
                 let h = &r.hit;
-                if !best.contains_key(&h.context) {
+                if let Entry::Vacant(e) = best.entry(h.context) {
                     contexts_in_order.push(h.context);
-                    best.insert(
-                        h.context,
-                        (r.score, h.context_id.clone(), micros(h.context_created_at)),
-                    );
+                    e.insert((r.score, h.context_id.clone(), micros(h.context_created_at)));
                 }
                 candidates.push(Candidate {
                     kind: ItemKind::Chunk,
