@@ -7,17 +7,21 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use mnemo_store::health::MetricSample;
+use mnemo_store::retention::CleanupReport;
 use mnemo_store::search::{IndexReport, VectorIndexPolicy};
 use mnemo_store::usage::ReconcileReport;
 use mnemo_store::Store;
 
 use crate::state::{AppState, Limits};
-use crate::telemetry::{job_finished, last_successes};
+use crate::telemetry::{job_finished, last_successes, retention_applied};
 
 #[derive(Debug, Default, Serialize, ToSchema)]
 pub struct MaintenanceReport {
     pub partitions_created: Option<i32>,
+    /// Memories the cleanup removed (expired, and due under their tenant's retention policy).
     pub expired_memories_removed: Option<i64>,
+    /// The cleanup per tenant: what left, and whether it was archived.
+    pub retention: Option<CleanupReport>,
     /// Audit rows moved to `audit_log_archive` (whole months older than the configured days).
     pub audit_rows_archived: Option<i32>,
     /// Months of `performance_metrics` dropped (older than `metrics_retention_days`).
@@ -32,8 +36,30 @@ pub struct MaintenanceReport {
     pub errors: Vec<String>,
 }
 
-/// Partitions ahead, expired memories, audit archival, performance history retention,
-/// analytics, usage counters.
+/// Expired memories and the tenants' retention policies (`mnemo_store::retention`): tenant by
+/// tenant, in batches that lock with `FOR UPDATE SKIP LOCKED`. Its own loop in `mnemo serve`
+/// (`--retention-interval-secs`); the per-tenant report goes to the log and to
+/// `POST /v1/admin/maintenance`.
+pub async fn retention(store: &Store, report: &mut MaintenanceReport) {
+    let t = Instant::now();
+    match store.run_cleanup().await {
+        Ok(r) => {
+            job_finished("expiry", t, true);
+            for t in &r.tenants {
+                let action = if t.archived { "archive" } else { "delete" };
+                retention_applied(t.expired_removed as u64, t.retention_removed as u64, action);
+            }
+            report.expired_memories_removed = Some(r.total());
+            report.retention = Some(r);
+        }
+        Err(e) => {
+            job_finished("expiry", t, false);
+            report.errors.push(format!("retention cleanup: {e}"))
+        }
+    }
+}
+
+/// Partitions ahead, audit archival, performance history retention, analytics, usage counters.
 pub async fn housekeeping(store: &Store, limits: &Limits, report: &mut MaintenanceReport) {
     let t = Instant::now();
     match store.create_time_partitions(3).await {
@@ -44,17 +70,6 @@ pub async fn housekeeping(store: &Store, limits: &Limits, report: &mut Maintenan
         Err(e) => {
             job_finished("partitions", t, false);
             report.errors.push(format!("create_time_partitions: {e}"))
-        }
-    }
-    let t = Instant::now();
-    match store.clean_expired_memories().await {
-        Ok(n) => {
-            job_finished("expiry", t, true);
-            report.expired_memories_removed = Some(n)
-        }
-        Err(e) => {
-            job_finished("expiry", t, false);
-            report.errors.push(format!("clean_expired_memories: {e}"))
         }
     }
     let t = Instant::now();
@@ -139,6 +154,7 @@ pub async fn federated_deadlines(store: &Store, report: &mut MaintenanceReport) 
 pub async fn run_all(store: &Store, limits: &Limits) -> MaintenanceReport {
     let mut report = MaintenanceReport::default();
     housekeeping(store, limits, &mut report).await;
+    retention(store, &mut report).await;
     federated_deadlines(store, &mut report).await;
     vector_indexes(store, limits, &mut report).await;
     for e in &report.errors {

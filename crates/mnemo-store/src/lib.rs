@@ -10,6 +10,7 @@
 //! - [`federated`]: federated learning's participants, sessions, contributions and privacy ledger.
 //! - [`sharing`]: sharing rules, and what they let another tenant read.
 //! - [`usage`]: per-tenant usage counters, quotas, their reconciliation.
+//! - [`retention`]: retention policies, their preview and per-tenant run, the memory archive.
 //! - [`maintenance`]: the seed's maintenance functions and partition upkeep.
 //! - [`health`]: health samples into `performance_metrics`, database figures, `system_health`.
 //! - [`citus`]: the distributed layout on a Citus cluster (`mnemo admin distribute`).
@@ -25,6 +26,7 @@ pub mod maintenance;
 pub mod memories;
 pub mod policies;
 pub mod relationships;
+pub mod retention;
 pub mod search;
 pub mod sharing;
 pub mod tenancy;

@@ -125,10 +125,15 @@ pub struct ServeArgs {
     #[arg(long, env = "MNEMO_VECTOR_INDEX_INTERVAL_SECS", default_value_t = 30)]
     pub vector_index_interval_secs: u64,
 
-    /// Seconds between maintenance runs (expired memories, partitions, audit archival, analytics
-    /// views, usage counters).
+    /// Seconds between maintenance runs (partitions, audit archival, analytics views, usage
+    /// counters).
     #[arg(long, env = "MNEMO_MAINTENANCE_INTERVAL_SECS", default_value_t = 3600)]
     pub maintenance_interval_secs: u64,
+    /// Seconds between cleanup runs: expired memories and the tenants' retention policies,
+    /// tenant by tenant in batches of 1,000 (`FOR UPDATE SKIP LOCKED`: several servers share the
+    /// work); 0 turns the job off.
+    #[arg(long, env = "MNEMO_RETENTION_INTERVAL_SECS", default_value_t = 600)]
+    pub retention_interval_secs: u64,
 
     /// Seconds between health samples (requests and latency percentiles per operation, pool and
     /// database figures, job lag) logged into `performance_metrics`; 0 turns sampling off.

@@ -22,6 +22,7 @@
 //! - [`rate_limits`]: per key, per tenant, admin key, failed authentication per address.
 //! - [`federated`]: federated sessions end to end (lifecycle, budgets, strict tenants, projects,
 //!   the deadline job) and the worked example of docs/federated.md.
+//! - [`retention`]: retention policies, preview = run, archive and restore, concurrent cleanups.
 //! - [`sharing`]: sharing rules and the `shared` search scope (anonymization, revocation, audit).
 
 mod admin;
@@ -38,5 +39,6 @@ mod limits;
 mod memories;
 mod operations;
 mod rate_limits;
+mod retention;
 mod serving;
 mod sharing;
