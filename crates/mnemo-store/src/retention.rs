@@ -51,14 +51,10 @@ pub async fn get(tx: &mut TenantTx, resource: RetentionResource) -> Result<Reten
 }
 
 /// Creates or replaces the tenant's policy for the rule's resource; `true` when it was created.
+/// (Read back by a second statement: Citus allows only immutable expressions in RETURNING, and
+/// the enum's cast to text is not.)
 pub async fn put(tx: &mut TenantTx, rule: &RetentionRule) -> Result<(RetentionPolicy, bool)> {
-    #[derive(FromRow)]
-    struct Row {
-        #[sqlx(flatten)]
-        policy: RetentionPolicy,
-        created: bool,
-    }
-    let row: Row = sqlx::query_as(&format!(
+    let created: bool = sqlx::query_scalar(
         "INSERT INTO data_retention_policies AS p
              (tenant_id, resource_type, retention_days, max_count, archival_policy, basis, is_active)
          VALUES ($1, $2, $3, $4, $5::archival_policy, $6, $7)
@@ -66,8 +62,8 @@ pub async fn put(tx: &mut TenantTx, rule: &RetentionRule) -> Result<(RetentionPo
              retention_days = EXCLUDED.retention_days, max_count = EXCLUDED.max_count,
              archival_policy = EXCLUDED.archival_policy, basis = EXCLUDED.basis,
              is_active = EXCLUDED.is_active
-         RETURNING {COLUMNS}, (xmax = 0) AS created"
-    ))
+         RETURNING (xmax = 0)",
+    )
     .bind(tx.tenant_id())
     .bind(rule.resource.as_str())
     .bind(rule.retention_days)
@@ -77,7 +73,7 @@ pub async fn put(tx: &mut TenantTx, rule: &RetentionRule) -> Result<(RetentionPo
     .bind(rule.is_active)
     .fetch_one(&mut **tx)
     .await?;
-    Ok((row.policy, row.created))
+    Ok((get(tx, rule.resource).await?, created))
 }
 
 pub async fn delete(tx: &mut TenantTx, resource: RetentionResource) -> Result<()> {
