@@ -24,6 +24,8 @@ pub struct MaintenanceReport {
     pub retention: Option<CleanupReport>,
     /// Audit rows moved to `audit_log_archive` (whole months older than the configured days).
     pub audit_rows_archived: Option<i32>,
+    /// Archived audit months dropped (older than `audit_drop_days`, not kept by a tenant's policy).
+    pub audit_partitions_dropped: Option<Vec<String>>,
     /// Months of `performance_metrics` dropped (older than `metrics_retention_days`).
     pub metric_partitions_dropped: Option<Vec<String>>,
     pub analytics_refreshed: bool,
@@ -81,6 +83,24 @@ pub async fn housekeeping(store: &Store, limits: &Limits, report: &mut Maintenan
         Err(e) => {
             job_finished("audit_archive", t, false);
             report.errors.push(format!("archive audit logs: {e}"))
+        }
+    }
+    if let Some(days) = limits.audit_drop_days {
+        let t = Instant::now();
+        match store.drop_audit_months(days).await {
+            Ok(dropped) => {
+                job_finished("audit_drop", t, true);
+                if !dropped.is_empty() {
+                    tracing::info!(?dropped, "archived audit months dropped");
+                }
+                report.audit_partitions_dropped = Some(dropped)
+            }
+            Err(e) => {
+                job_finished("audit_drop", t, false);
+                report
+                    .errors
+                    .push(format!("drop archived audit months: {e}"))
+            }
         }
     }
     let t = Instant::now();

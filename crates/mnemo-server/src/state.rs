@@ -40,6 +40,9 @@ pub struct Limits {
     pub vector_index_min_rows: i64,
     /// The maintenance job archives audit rows older than this many days (in whole months).
     pub audit_archive_days: i32,
+    /// The maintenance job drops archived audit months older than this many days (whole
+    /// partitions; months a tenant's audit_log policy keeps stay); `None` keeps them for ever.
+    pub audit_drop_days: Option<i32>,
     /// The maintenance job drops months of `performance_metrics` (the health history) older
     /// than this many days, a whole partition at a time.
     pub metrics_retention_days: i32,
@@ -70,6 +73,7 @@ impl Default for Limits {
             ef_search: 400,
             vector_index_min_rows: 10_000,
             audit_archive_days: 365,
+            audit_drop_days: None,
             metrics_retention_days: 90,
             rate: RateLimits::off(),
         }

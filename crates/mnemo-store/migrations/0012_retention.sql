@@ -422,3 +422,52 @@ $$;
 REVOKE EXECUTE ON FUNCTION mnemo_apply_retention_batch(uuid, text, boolean, timestamptz, uuid, integer),
     mnemo_clean_expired_tenant(uuid, integer), mnemo_cleanup_tenants()
 FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------------------------
+-- The audit trail: whole months dropped from the archive, never single rows
+-- ---------------------------------------------------------------------------------------------
+-- Months of audit_log move to audit_log_archive whole (mnemo_archive_audit_months, 0003). This
+-- drops the archived months (partitions of audit_log_archive) all of whose rows are older than
+-- p_days days, except a month holding rows of a tenant whose active audit_log policy says
+-- 'archive' or 'retain': it stays until all of it is older than that policy's retention_days
+-- (for ever without one). The months are shared by every tenant, so a tenant's policy can keep
+-- its trail longer than the operator's setting, never shorter. Returns the partitions dropped.
+CREATE FUNCTION mnemo_drop_audit_months(p_days integer) RETURNS text[]
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    part record;
+    name text;
+    held boolean;
+    dropped text[] := '{}';
+    lock_wait text := current_setting('lock_timeout');
+BEGIN
+    IF p_days IS NULL OR p_days < 1 THEN
+        RAISE EXCEPTION 'mnemo_drop_audit_months: days must be >= 1, got %', p_days
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM pg_advisory_xact_lock(727275);
+    FOR part IN SELECT * FROM mnemo_old_partitions('audit_log_archive', p_days) LOOP
+        -- The name, while the table exists (a dropped regclass prints as its number).
+        name := part.rel::text;
+        EXECUTE format(
+            'SELECT EXISTS (SELECT 1 FROM data_retention_policies p
+                            WHERE p.resource_type = ''audit_log'' AND p.is_active
+                              AND p.archival_policy IN (''archive'', ''retain'')
+                              AND (p.retention_days IS NULL OR $1 > now() - make_interval(days => p.retention_days))
+                              AND EXISTS (SELECT 1 FROM %s a WHERE a.tenant_id = p.tenant_id))', name)
+            INTO held USING part.hi;
+        CONTINUE WHEN held;
+        BEGIN
+            PERFORM set_config('lock_timeout', '5s', true);
+            EXECUTE format('DROP TABLE %s', name);
+            dropped := dropped || name;
+            PERFORM set_config('lock_timeout', lock_wait, true);
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE NOTICE 'audit_log_archive is busy; % is dropped next time', name;
+        END;
+    END LOOP;
+    RETURN dropped;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION mnemo_drop_audit_months(integer) FROM PUBLIC;

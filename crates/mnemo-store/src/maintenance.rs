@@ -31,6 +31,16 @@ impl Store {
             .await?)
     }
 
+    /// Drops the archived audit months (partitions of `audit_log_archive`) older than `days`
+    /// days, except months a tenant's audit_log policy ('archive' or 'retain') still keeps; a
+    /// whole partition at a time, never single rows. Returns the partitions dropped.
+    pub async fn drop_audit_months(&self, days: i32) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT mnemo_drop_audit_months($1)")
+            .bind(days)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     /// Refreshes `tenant_memory_analytics` (concurrently) and `tenant_daily_activity` (from its
     /// watermark: about the last two days).
     pub async fn refresh_analytics_views(&self) -> Result<()> {

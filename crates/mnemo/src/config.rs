@@ -154,6 +154,11 @@ pub struct ServeArgs {
     #[arg(long, env = "MNEMO_AUDIT_ARCHIVE_DAYS", default_value_t = 365,
           value_parser = clap::value_parser!(i32).range(0..))]
     pub audit_archive_days: i32,
+    /// Archived audit months older than this many days are dropped, a whole partition at a
+    /// time (months a tenant's audit_log policy keeps stay); 0 keeps them for ever.
+    #[arg(long, env = "MNEMO_AUDIT_DROP_DAYS", default_value_t = 0,
+          value_parser = clap::value_parser!(i32).range(0..))]
+    pub audit_drop_days: i32,
     /// Requests per second one API key may make on average (0: no limit). Limits are counted
     /// in this process's memory: each server process allows the full rate.
     #[arg(long, env = "MNEMO_RATE_LIMIT_PER_KEY", default_value_t = 100)]

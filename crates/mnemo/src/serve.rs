@@ -35,6 +35,7 @@ pub async fn run(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
         ef_search: args.ef_search,
         vector_index_min_rows: args.vector_index_min_rows,
         audit_archive_days: args.audit_archive_days,
+        audit_drop_days: (args.audit_drop_days > 0).then_some(args.audit_drop_days),
         metrics_retention_days: args.metrics_retention_days,
         rate: args.rate_limits(),
         ..Limits::default()

@@ -400,3 +400,98 @@ async fn a_retain_policy_keeps_expired_memories_and_a_contexts_policy_is_noted()
             .expect("count");
     assert_eq!(left, 1);
 }
+
+#[tokio::test]
+async fn admin_analytics_show_the_tenants_after_a_refresh_and_are_bounded() {
+    let app = TestApp::spawn().await;
+    let big = app.new_tenant("analytics-big").await;
+    let small = app.new_tenant("analytics-small").await;
+    for i in 0..3 {
+        app.create_memory(&big.key, &format!("m{i}"), json!({}))
+            .await;
+    }
+    app.create_memory(&small.key, "m0", json!({})).await;
+    let a = app
+        .admin(
+            "GET",
+            "/v1/admin/analytics?refresh=true&limit=1&days=7",
+            None,
+        )
+        .await;
+    let a = a.ok(200);
+    assert_eq!(a["totals"]["memories"], 4, "{a}");
+    assert_eq!(a["top_tenants"].as_array().map(Vec::len), Some(1));
+    assert_eq!(a["top_tenants"][0]["tenant_id"], "analytics-big");
+    assert_eq!(a["top_tenants"][0]["memory_count"], 3);
+    let today = a["daily"]
+        .as_array()
+        .expect("daily")
+        .last()
+        .cloned()
+        .expect("today");
+    assert!(
+        today["operations"].as_i64().expect("operations") >= 4,
+        "{a}"
+    );
+    app.get("/v1/admin/analytics", &big.key)
+        .await
+        .expect(403, "admin_only");
+}
+
+/// Moves audit rows of two tenants into an old month of `audit_log` (a partition of its own).
+async fn old_audit_month(app: &TestApp, tenants: &[&TenantHandle]) {
+    sqlx::query(
+        "CREATE TABLE audit_log_p200001 PARTITION OF audit_log
+         FOR VALUES FROM ('2000-01-01 00:00:00+00') TO ('2000-02-01 00:00:00+00')",
+    )
+    .execute(app.store.pool())
+    .await
+    .expect("old month");
+    for t in tenants {
+        sqlx::query(
+            "INSERT INTO audit_log (tenant_id, actor, action, resource_type, outcome, details, created_at)
+             SELECT id, 'test', 'memory.create', 'memories', 'success', '{}', '2000-01-15 00:00:00+00'
+             FROM tenants WHERE tenant_id = $1",
+        )
+        .bind(&t.tenant_id)
+        .execute(app.store.pool())
+        .await
+        .expect("old audit row");
+    }
+}
+
+async fn exists(app: &TestApp, table: &str) -> bool {
+    sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(table)
+        .fetch_one(app.store.pool())
+        .await
+        .expect("to_regclass")
+}
+
+#[tokio::test]
+async fn old_audit_months_are_dropped_whole_unless_a_tenants_policy_keeps_them() {
+    let app = TestApp::spawn().await;
+    let keeper = app.new_tenant("audit-keeper").await;
+    let other = app.new_tenant("audit-other").await;
+    old_audit_month(&app, &[&keeper, &other]).await;
+    // The month moves to the archive whole, then waits for the drop.
+    let moved = app.store.archive_audit_months(365).await.expect("archive");
+    assert_eq!(moved, 2);
+    assert!(exists(&app, "audit_log_archive_p200001").await);
+    put_policy(
+        &app,
+        &keeper,
+        "audit_log",
+        json!({ "archival_policy": "retain" }),
+    )
+    .await;
+    let dropped = app.store.drop_audit_months(400).await.expect("drop");
+    assert_eq!(dropped, Vec::<String>::new(), "kept by the keeper's policy");
+    assert!(exists(&app, "audit_log_archive_p200001").await);
+    app.call("DELETE", "/v1/retention/audit_log", Some(&keeper.key), None)
+        .await
+        .ok(204);
+    let dropped = app.store.drop_audit_months(400).await.expect("drop");
+    assert_eq!(dropped, ["audit_log_archive_p200001"]);
+    assert!(!exists(&app, "audit_log_archive_p200001").await);
+}
