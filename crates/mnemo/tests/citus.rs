@@ -452,6 +452,7 @@ async fn the_seeds_analytics_archival_and_monitoring_functions_run_on_the_cluste
     for sql in [
         "SELECT refresh_analytics_views()",
         "SELECT archive_old_audit_logs(365)",
+        "SELECT mnemo_drop_audit_months(400)",
         "SELECT count(*) FROM system_performance_summary",
         "SELECT count(*) FROM system_health",
         "SELECT count(*) FROM tenant_overview",
@@ -550,6 +551,22 @@ async fn expiry_and_retention_cleanup_run_tenant_by_tenant_on_the_cluster() {
     c.ok("POST", "/v1/memories/m1/restore", &t.key, None).await;
     let other = c.ok("GET", "/v1/memories", &u.key, None).await;
     assert_eq!(ids(&other), ["m2", "m1"]);
+    let analytics = c
+        .ok(
+            "GET",
+            "/v1/admin/analytics?refresh=true&limit=500",
+            ADMIN_KEY,
+            None,
+        )
+        .await;
+    assert!(
+        analytics["top_tenants"]
+            .as_array()
+            .expect("top_tenants")
+            .iter()
+            .any(|r| r["memory_count"] == 3),
+        "{analytics}"
+    );
     // The maintenance endpoint runs the same cleanup, per tenant, and reports it.
     let report = c.ok("POST", "/v1/admin/maintenance", ADMIN_KEY, None).await;
     println!("maintenance on the cluster: {report}");
