@@ -198,6 +198,20 @@ async fn the_preview_names_exactly_what_the_next_run_removes() {
     assert_eq!(removed, ["m0", "m1", "m2", "m3"].map(String::from).into());
     assert_eq!(after, ["m4", "m5", "m6"].map(String::from).into());
     assert_eq!(app.memory_count(&t.key).await, 3);
+    // Counted by reason and action, never by tenant.
+    let metrics = app.call("GET", "/metrics", None, None).await;
+    let line = metrics
+        .text
+        .lines()
+        .find(|l| {
+            l.starts_with("mnemo_retention_memories_removed_total{")
+                && l.contains("reason=\"retention\"")
+        })
+        .unwrap_or_else(|| panic!("no retention counter in {}", metrics.text));
+    assert!(
+        line.contains("action=\"delete\"") && line.ends_with(" 4"),
+        "{line}"
+    );
     let again = app.post("/v1/retention/preview", &t.key, json!(null)).await;
     assert_eq!(again.ok(200)["retention"]["count"], 0);
     assert_eq!(again.ok(200)["expired"]["count"], 0);
