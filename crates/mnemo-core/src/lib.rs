@@ -7,6 +7,7 @@
 //!   robust aggregation with derived sensitivities, the OpenDP noise mechanisms, zCDP budget
 //!   accounting, lesson/label bounding, redaction and reputation.
 //! - [`latency`]: one sampling window's request count, errors and latency percentiles.
+//! - [`retention`]: retention policies (what a tenant keeps, how long, and what happens to the rest).
 //! - [`scope`]: API key scopes and the permissions they grant.
 //! - [`text`]: which text of a memory's JSON content is embedded and searched.
 //! - [`context`]: context offloading's algorithms: byte-exact capture of `messages`/`text`, token
@@ -18,6 +19,7 @@
 pub mod context;
 pub mod federated;
 pub mod latency;
+pub mod retention;
 pub mod scope;
 pub mod text;
 pub mod types;

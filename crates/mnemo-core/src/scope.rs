@@ -11,6 +11,8 @@ pub enum Resource {
     Audit,
     Usage,
     Policies,
+    /// Retention policies and archived data; `policies:*` grants the same.
+    Retention,
 }
 
 impl Resource {
@@ -21,6 +23,7 @@ impl Resource {
         Resource::Audit,
         Resource::Usage,
         Resource::Policies,
+        Resource::Retention,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -31,6 +34,7 @@ impl Resource {
             Resource::Audit => "audit",
             Resource::Usage => "usage",
             Resource::Policies => "policies",
+            Resource::Retention => "retention",
         }
     }
 
@@ -77,7 +81,7 @@ impl Scope {
                 "scopes",
                 format!(
                     "unknown scope {s:?}: expected '*' or RESOURCE:PERMISSION with RESOURCE one of \
-                     memories, contexts, federated, audit, usage, policies and \
+                     memories, contexts, federated, audit, usage, policies, retention and \
                      PERMISSION one of read, write, delete, *"
                 ),
             )
@@ -101,8 +105,10 @@ impl Scope {
     }
 
     pub fn allows(&self, resource: Resource, permission: Permission) -> bool {
-        self.resource.is_none_or(|r| r == resource)
-            && self.permission.is_none_or(|p| p == permission)
+        // Retention policies are policies: a `policies` scope covers them too.
+        self.resource.is_none_or(|r| {
+            r == resource || (r == Resource::Policies && resource == Resource::Retention)
+        }) && self.permission.is_none_or(|p| p == permission)
     }
 }
 
@@ -130,6 +136,12 @@ mod tests {
             .unwrap()
             .allows(Resource::Audit, Permission::Read));
         assert!(Scope::parse("memories").is_err());
+        assert!(Scope::parse("policies:write")
+            .unwrap()
+            .allows(Resource::Retention, Permission::Write));
+        assert!(!Scope::parse("retention:*")
+            .unwrap()
+            .allows(Resource::Policies, Permission::Read));
         assert!(Scope::parse("bogus:read").is_err());
         assert!(Scope::parse("memories:fly").is_err());
     }

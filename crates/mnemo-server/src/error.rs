@@ -171,6 +171,7 @@ impl From<StoreError> for ApiError {
                     "session" => "session_not_found",
                     "participant" => "participant_not_found",
                     "sharing rule" => "sharing_rule_not_found",
+                    "retention policy" => "retention_policy_not_found",
                     _ => "not_found",
                 };
                 ApiError::not_found(code, format!("{what} not found"))

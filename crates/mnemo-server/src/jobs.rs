@@ -7,21 +7,27 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use mnemo_store::health::MetricSample;
+use mnemo_store::retention::CleanupReport;
 use mnemo_store::search::{IndexReport, VectorIndexPolicy};
 use mnemo_store::usage::ReconcileReport;
 use mnemo_store::Store;
 
 use crate::state::{AppState, Limits};
-use crate::telemetry::{job_finished, last_successes};
+use crate::telemetry::{job_finished, last_successes, retention_applied};
 
 #[derive(Debug, Default, Serialize, ToSchema)]
 pub struct MaintenanceReport {
     pub partitions_created: Option<i32>,
+    /// Memories the cleanup removed (expired, and due under their tenant's retention policy).
     pub expired_memories_removed: Option<i64>,
     /// Expired offloaded contexts removed, with their chunks.
     pub expired_contexts_removed: Option<i64>,
+    /// The cleanup per tenant: what left, and whether it was archived.
+    pub retention: Option<CleanupReport>,
     /// Audit rows moved to `audit_log_archive` (whole months older than the configured days).
     pub audit_rows_archived: Option<i32>,
+    /// Archived audit months dropped (older than `audit_drop_days`, not kept by a tenant's policy).
+    pub audit_partitions_dropped: Option<Vec<String>>,
     /// Months of `performance_metrics` dropped (older than `metrics_retention_days`).
     pub metric_partitions_dropped: Option<Vec<String>>,
     pub analytics_refreshed: bool,
@@ -34,8 +40,31 @@ pub struct MaintenanceReport {
     pub errors: Vec<String>,
 }
 
-/// Partitions ahead, expired memories and contexts, audit archival, performance history retention,
-/// analytics, usage counters.
+/// Expired memories and the tenants' retention policies (`mnemo_store::retention`): tenant by
+/// tenant, in batches that lock with `FOR UPDATE SKIP LOCKED`. Its own loop in `mnemo serve`
+/// (`--retention-interval-secs`); the per-tenant report goes to the log and to
+/// `POST /v1/admin/maintenance`.
+pub async fn retention(store: &Store, report: &mut MaintenanceReport) {
+    let t = Instant::now();
+    match store.run_cleanup().await {
+        Ok(r) => {
+            job_finished("expiry", t, true);
+            for t in &r.tenants {
+                let action = if t.archived { "archive" } else { "delete" };
+                retention_applied(t.expired_removed as u64, t.retention_removed as u64, action);
+            }
+            report.expired_memories_removed = Some(r.total());
+            report.retention = Some(r);
+        }
+        Err(e) => {
+            job_finished("expiry", t, false);
+            report.errors.push(format!("retention cleanup: {e}"))
+        }
+    }
+}
+
+/// Partitions ahead, expired contexts, audit archival, performance history retention, analytics,
+/// usage counters.
 pub async fn housekeeping(store: &Store, limits: &Limits, report: &mut MaintenanceReport) {
     let t = Instant::now();
     match store.create_time_partitions(3).await {
@@ -46,17 +75,6 @@ pub async fn housekeeping(store: &Store, limits: &Limits, report: &mut Maintenan
         Err(e) => {
             job_finished("partitions", t, false);
             report.errors.push(format!("create_time_partitions: {e}"))
-        }
-    }
-    let t = Instant::now();
-    match store.clean_expired_memories().await {
-        Ok(n) => {
-            job_finished("expiry", t, true);
-            report.expired_memories_removed = Some(n)
-        }
-        Err(e) => {
-            job_finished("expiry", t, false);
-            report.errors.push(format!("clean_expired_memories: {e}"))
         }
     }
     let t = Instant::now();
@@ -79,6 +97,24 @@ pub async fn housekeeping(store: &Store, limits: &Limits, report: &mut Maintenan
         Err(e) => {
             job_finished("audit_archive", t, false);
             report.errors.push(format!("archive audit logs: {e}"))
+        }
+    }
+    if let Some(days) = limits.audit_drop_days {
+        let t = Instant::now();
+        match store.drop_audit_months(days).await {
+            Ok(dropped) => {
+                job_finished("audit_drop", t, true);
+                if !dropped.is_empty() {
+                    tracing::info!(?dropped, "archived audit months dropped");
+                }
+                report.audit_partitions_dropped = Some(dropped)
+            }
+            Err(e) => {
+                job_finished("audit_drop", t, false);
+                report
+                    .errors
+                    .push(format!("drop archived audit months: {e}"))
+            }
         }
     }
     let t = Instant::now();
@@ -152,6 +188,7 @@ pub async fn federated_deadlines(store: &Store, report: &mut MaintenanceReport) 
 pub async fn run_all(store: &Store, limits: &Limits) -> MaintenanceReport {
     let mut report = MaintenanceReport::default();
     housekeeping(store, limits, &mut report).await;
+    retention(store, &mut report).await;
     federated_deadlines(store, &mut report).await;
     vector_indexes(store, limits, &mut report).await;
     for e in &report.errors {

@@ -54,6 +54,7 @@ pub use state::{AdminKey, AppState, Limits};
         (name = "contexts", description = "Offloaded LLM contexts: stored byte-exact, searched, rebuilt within a token budget"),
         (name = "tenant", description = "Usage and audit trail of the key's tenant"),
         (name = "policies", description = "Access policies narrowing what keys may do"),
+        (name = "retention", description = "Retention policies, their preview, and the archive"),
         (name = "federated", description = "Federated learning across the tenants of a project, with differential privacy"),
         (name = "sharing", description = "Sharing rules: what other tenants of the project may read"),
         (name = "admin", description = "Projects, tenants and API keys (admin key)"),
@@ -94,6 +95,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::admin::router())
         .merge(routes::maintenance::router())
         .merge(routes::operations::router())
+        .merge(routes::retention::router())
 }
 
 async fn not_found() -> ApiError {

@@ -47,6 +47,9 @@ pub struct Limits {
     pub context_summary_tokens: usize,
     /// `token_budget` of a reconstruction at most.
     pub max_token_budget: usize,
+    /// The maintenance job drops archived audit months older than this many days (whole
+    /// partitions; months a tenant's audit_log policy keeps stay); `None` keeps them for ever.
+    pub audit_drop_days: Option<i32>,
     /// The maintenance job drops months of `performance_metrics` (the health history) older
     /// than this many days, a whole partition at a time.
     pub metrics_retention_days: i32,
@@ -80,6 +83,7 @@ impl Default for Limits {
             max_context_bytes: 8 * 1024 * 1024,
             context_summary_tokens: 256,
             max_token_budget: 1_000_000,
+            audit_drop_days: None,
             metrics_retention_days: 90,
             rate: RateLimits::off(),
         }

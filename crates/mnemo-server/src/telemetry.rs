@@ -39,6 +39,7 @@ pub const JOB_RUNS: &str = "mnemo_job_runs_total";
 pub const JOB_FAILURES: &str = "mnemo_job_failures_total";
 pub const JOB_DURATION: &str = "mnemo_job_duration_seconds";
 pub const JOB_LAST_SUCCESS: &str = "mnemo_job_last_success_timestamp_seconds";
+const RETENTION_REMOVED: &str = "mnemo_retention_memories_removed_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -132,6 +133,22 @@ fn describe() {
         JOB_LAST_SUCCESS,
         "Unix time of each job's last successful run."
     );
+    describe_counter!(
+        RETENTION_REMOVED,
+        "Memories the expiry and retention cleanup removed, by reason (expired, retention) and action (delete, archive)."
+    );
+}
+
+/// Counts what one cleanup run removed (never by tenant: tenant ids are not labels).
+pub fn retention_applied(expired: u64, retention: u64, action: &'static str) {
+    if expired > 0 {
+        metrics::counter!(RETENTION_REMOVED, "reason" => "expired", "action" => action)
+            .increment(expired);
+    }
+    if retention > 0 {
+        metrics::counter!(RETENTION_REMOVED, "reason" => "retention", "action" => action)
+            .increment(retention);
+    }
 }
 
 /// Middleware: times each request by route template, method and status, counts the requests in

@@ -60,6 +60,7 @@ pub const LAYOUT: &[(&str, Placement)] = &[
     (COLOCATION_ANCHOR, Placement::Distributed),
     ("contextual_memories_archive", Placement::Distributed),
     ("memory_relationships", Placement::Distributed),
+    ("memory_relationships_archive", Placement::Distributed),
     ("offloaded_contexts", Placement::Distributed),
     ("context_chunks", Placement::Distributed),
     ("tenant_access_policies", Placement::Distributed),

@@ -13,12 +13,15 @@
 //! - [`federated`]: federated learning's participants, sessions, contributions and privacy ledger.
 //! - [`sharing`]: sharing rules, and what they let another tenant read.
 //! - [`usage`]: per-tenant usage counters, quotas, their reconciliation.
+//! - [`retention`]: retention policies, their preview and per-tenant run, the memory archive.
+//! - [`analytics`]: the seed's analytics across tenants (admin).
 //! - [`maintenance`]: the seed's maintenance functions and partition upkeep.
 //! - [`health`]: health samples into `performance_metrics`, database figures, `system_health`.
 //! - [`citus`]: the distributed layout on a Citus cluster (`mnemo admin distribute`).
 //! - `testing` (feature `test-support`): a fresh migrated database per test.
 
 pub mod admin;
+pub mod analytics;
 pub mod audit;
 pub mod citus;
 pub mod contexts;
@@ -29,6 +32,7 @@ pub mod maintenance;
 pub mod memories;
 pub mod policies;
 pub mod relationships;
+pub mod retention;
 pub mod search;
 pub mod sharing;
 pub mod tenancy;

@@ -1,12 +1,7 @@
-//! The seed's maintenance functions and partition upkeep, run as the owner role across tenants.
-
-use chrono::{DateTime, Utc};
-use uuid::Uuid;
+//! The seed's maintenance functions and partition upkeep, run as the owner role across tenants
+//! (the expiry and retention cleanup is in [`crate::retention`]).
 
 use crate::{Result, Store};
-
-/// Memories one cleanup transaction handles at most.
-pub const CLEANUP_BATCH: i32 = 1000;
 
 impl Store {
     /// Creates the monthly partitions of `audit_log` and `performance_metrics` up to
@@ -16,43 +11,6 @@ impl Store {
             .bind(months_ahead)
             .fetch_one(&self.pool)
             .await?)
-    }
-
-    /// Retires every tenant's expired memories (and those past their retention policy's
-    /// `retention_days`) as the policies say, like the seed's `clean_expired_memories()`, but in
-    /// transactions of [`CLEANUP_BATCH`] memories found through the indexes, each skipping rows
-    /// another transaction holds: no lock outlives a batch, and a memory being updated is left for
-    /// the next run. Returns how many memories left `contextual_memories`.
-    pub async fn clean_expired_memories(&self) -> Result<i64> {
-        type Batch = (i32, i32, Option<DateTime<Utc>>, Option<Uuid>, Option<Uuid>);
-        let mut total = 0i64;
-        let mut after: (Option<DateTime<Utc>>, Option<Uuid>, Option<Uuid>) = (None, None, None);
-        loop {
-            let (scanned, retired, at, tenant, id): Batch =
-                sqlx::query_as("SELECT * FROM mnemo_clean_expired_batch($1, $2, $3, $4)")
-                    .bind(CLEANUP_BATCH)
-                    .bind(after.0)
-                    .bind(after.1)
-                    .bind(after.2)
-                    .fetch_one(&self.pool)
-                    .await?;
-            total += i64::from(retired);
-            if scanned < CLEANUP_BATCH {
-                break;
-            }
-            after = (at, tenant, id);
-        }
-        loop {
-            let retired: i32 = sqlx::query_scalar("SELECT mnemo_clean_aged_batch($1)")
-                .bind(CLEANUP_BATCH)
-                .fetch_one(&self.pool)
-                .await?;
-            total += i64::from(retired);
-            if retired == 0 {
-                break;
-            }
-        }
-        Ok(total)
     }
 
     /// The seed's `archive_old_audit_logs(days)`: every audit row older than `days` days moves to
@@ -68,6 +26,16 @@ impl Store {
     /// than `days` days, which moves whole partitions only. Returns how many rows moved.
     pub async fn archive_audit_months(&self, days: i32) -> Result<i32> {
         Ok(sqlx::query_scalar("SELECT mnemo_archive_audit_months($1)")
+            .bind(days)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Drops the archived audit months (partitions of `audit_log_archive`) older than `days`
+    /// days, except months a tenant's audit_log policy ('archive' or 'retain') still keeps; a
+    /// whole partition at a time, never single rows. Returns the partitions dropped.
+    pub async fn drop_audit_months(&self, days: i32) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT mnemo_drop_audit_months($1)")
             .bind(days)
             .fetch_one(&self.pool)
             .await?)

@@ -344,7 +344,7 @@ pub async fn upsert(tx: &mut TenantTx, m: &NewMemory) -> Result<(Memory, bool)> 
 /// retained memory is kept there while its id is free), see [`usage::release_expired`].
 /// Returns the ids that are held by live (unexpired) memories, and what the retirement took off
 /// the tenant's usage.
-async fn retire_expired(
+pub(crate) async fn retire_expired(
     tx: &mut TenantTx,
     memory_ids: &[&str],
 ) -> Result<(Vec<String>, UsageDelta)> {
@@ -376,6 +376,27 @@ pub async fn get(tx: &mut TenantTx, memory_id: &str, with_embedding: bool) -> Re
     .fetch_optional(&mut **tx)
     .await?
     .ok_or(StoreError::NotFound("memory"))
+}
+
+/// [`get`], recording the read (`access_count`, `last_accessed_at`; `updated_at` stays) for
+/// retention by last access. A read that finds the row held by a writer skips the record rather
+/// than wait for it.
+pub async fn get_and_record(
+    tx: &mut TenantTx,
+    memory_id: &str,
+    with_embedding: bool,
+) -> Result<Memory> {
+    let m = get(tx, memory_id, with_embedding).await?;
+    sqlx::query(
+        "UPDATE contextual_memories SET access_count = access_count + 1, last_accessed_at = now()
+         WHERE tenant_id = $1 AND id = (SELECT id FROM contextual_memories
+                                        WHERE tenant_id = $1 AND id = $2 FOR UPDATE SKIP LOCKED)",
+    )
+    .bind(tx.tenant_id())
+    .bind(m.id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(m)
 }
 
 /// One page, newest first, after `cursor`.

@@ -46,13 +46,14 @@ use uuid::Uuid;
 
 /// Tables whose rows belong to one tenant: distributed by `tenant_id` under Citus and isolated by
 /// Row Level Security.
-const TENANT_OWNED: [&str; 16] = [
+const TENANT_OWNED: [&str; 17] = [
     "tenant_access_policies",
     "tenant_sharing_rules",
     "data_retention_policies",
     "contextual_memories",
     "contextual_memories_archive",
     "memory_relationships",
+    "memory_relationships_archive",
     "offloaded_contexts",
     "federated_participants",
     "audit_log",

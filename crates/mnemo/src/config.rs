@@ -148,10 +148,15 @@ pub struct ServeArgs {
     #[arg(long, env = "MNEMO_VECTOR_INDEX_INTERVAL_SECS", default_value_t = 30)]
     pub vector_index_interval_secs: u64,
 
-    /// Seconds between maintenance runs (expired memories, partitions, audit archival, analytics
-    /// views, usage counters).
+    /// Seconds between maintenance runs (partitions, audit archival, analytics views, usage
+    /// counters).
     #[arg(long, env = "MNEMO_MAINTENANCE_INTERVAL_SECS", default_value_t = 3600)]
     pub maintenance_interval_secs: u64,
+    /// Seconds between cleanup runs: expired memories and the tenants' retention policies,
+    /// tenant by tenant in batches of 1,000 (`FOR UPDATE SKIP LOCKED`: several servers share the
+    /// work); 0 turns the job off.
+    #[arg(long, env = "MNEMO_RETENTION_INTERVAL_SECS", default_value_t = 600)]
+    pub retention_interval_secs: u64,
 
     /// Seconds between health samples (requests and latency percentiles per operation, pool and
     /// database figures, job lag) logged into `performance_metrics`; 0 turns sampling off.
@@ -172,6 +177,11 @@ pub struct ServeArgs {
     #[arg(long, env = "MNEMO_AUDIT_ARCHIVE_DAYS", default_value_t = 365,
           value_parser = clap::value_parser!(i32).range(0..))]
     pub audit_archive_days: i32,
+    /// Archived audit months older than this many days are dropped, a whole partition at a
+    /// time (months a tenant's audit_log policy keeps stay); 0 keeps them for ever.
+    #[arg(long, env = "MNEMO_AUDIT_DROP_DAYS", default_value_t = 0,
+          value_parser = clap::value_parser!(i32).range(0..))]
+    pub audit_drop_days: i32,
     /// Requests per second one API key may make on average (0: no limit). Limits are counted
     /// in this process's memory: each server process allows the full rate.
     #[arg(long, env = "MNEMO_RATE_LIMIT_PER_KEY", default_value_t = 100)]

@@ -39,6 +39,7 @@ pub async fn run(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
         audit_archive_days: args.audit_archive_days,
         max_context_bytes: args.max_context_bytes,
         context_summary_tokens: args.context_summary_tokens as usize,
+        audit_drop_days: (args.audit_drop_days > 0).then_some(args.audit_drop_days),
         metrics_retention_days: args.metrics_retention_days,
         rate: args.rate_limits(),
         ..Limits::default()
@@ -69,6 +70,28 @@ pub async fn run(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
             }
         }))
     };
+    let cleanup = (args.retention_interval_secs > 0).then(|| {
+        let store = store.clone();
+        let interval = Duration::from_secs(args.retention_interval_secs);
+        tokio::spawn(every(interval, stop_rx.clone(), move || {
+            let store = store.clone();
+            async move {
+                let mut report = jobs::MaintenanceReport::default();
+                jobs::retention(&store, &mut report).await;
+                if let Some(r) = report.retention.filter(|r| !r.tenants.is_empty()) {
+                    tracing::info!(
+                        tenants = r.tenants.len(),
+                        removed = r.total(),
+                        batches = r.batches,
+                        "retention cleanup done"
+                    );
+                }
+                for e in report.errors {
+                    tracing::warn!(error = %e, "retention cleanup failed");
+                }
+            }
+        }))
+    });
     let deadlines = {
         let store = store.clone();
         let interval = Duration::from_secs(args.federated_interval_secs.max(1));
@@ -147,6 +170,9 @@ pub async fn run(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
         let _ = sampling.await;
     }
     let _ = deadlines.await;
+    if let Some(cleanup) = cleanup {
+        let _ = cleanup.await;
+    }
     // An index build can take minutes; shutdown does not wait for it. The interrupted
     // CREATE INDEX CONCURRENTLY leaves an invalid index, which the next run drops and rebuilds.
     indexing.abort();

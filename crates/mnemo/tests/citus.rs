@@ -435,10 +435,8 @@ async fn schema_changes_after_distribution_reach_every_shard() {
     );
 }
 
-/// The seed's maintenance and monitoring functions that run on the cluster. Not yet:
-/// `clean_expired_memories()` (and with it the maintenance job), whose batches walk the expiry
-/// index across tenants with `FOR UPDATE SKIP LOCKED`, which Citus refuses on a multi-shard query
-/// (docs/scaling.md, "Not yet on Citus").
+/// The seed's maintenance and monitoring functions that run on the cluster
+/// (`clean_expired_memories()` has its own test below).
 #[tokio::test]
 #[ignore = "needs a Citus cluster: make test-citus"]
 async fn the_seeds_analytics_archival_and_monitoring_functions_run_on_the_cluster() {
@@ -454,6 +452,7 @@ async fn the_seeds_analytics_archival_and_monitoring_functions_run_on_the_cluste
     for sql in [
         "SELECT refresh_analytics_views()",
         "SELECT archive_old_audit_logs(365)",
+        "SELECT mnemo_drop_audit_months(400)",
         "SELECT count(*) FROM system_performance_summary",
         "SELECT count(*) FROM system_health",
         "SELECT count(*) FROM tenant_overview",
@@ -476,4 +475,107 @@ async fn the_seeds_analytics_archival_and_monitoring_functions_run_on_the_cluste
         .await
         .expect("get_tenant_memory_usage");
     assert_eq!(total, 1);
+}
+
+/// The expiry and retention cleanup runs tenant by tenant: the tenants are found by a read that
+/// locks nothing, and every statement that locks rows (`FOR UPDATE SKIP LOCKED`) names one tenant,
+/// so Citus routes it to one shard (it refuses row locks in a multi-shard query). The seed's
+/// `clean_expired_memories()`, the service's run, the preview and a restore all work here.
+#[tokio::test]
+#[ignore = "needs a Citus cluster: make test-citus"]
+async fn expiry_and_retention_cleanup_run_tenant_by_tenant_on_the_cluster() {
+    let c = cluster().await;
+    let t = c.tenant("citus-retention", json!({})).await;
+    let u = c.tenant("citus-retention-other", json!({})).await;
+    for (tenant, n) in [(&t, 5), (&u, 3)] {
+        for i in 0..n {
+            c.ok(
+                "POST",
+                "/v1/memories",
+                &tenant.key,
+                Some(json!({ "memory_id": format!("m{i}"), "content": { "i": i }, "embedding": vector(i) })),
+            )
+            .await;
+        }
+    }
+    sqlx::query(
+        "UPDATE contextual_memories SET expires_at = now() - interval '1 minute'
+         WHERE tenant_id = ANY($1) AND memory_id = 'm0'",
+    )
+    .bind(vec![t.uuid, u.uuid])
+    .execute(c.pool())
+    .await
+    .expect("expire m0 of both tenants");
+    let removed: i32 = sqlx::query_scalar("SELECT clean_expired_memories()")
+        .fetch_one(c.pool())
+        .await
+        .expect("clean_expired_memories() on the cluster");
+    assert!(removed >= 2, "removed {removed}");
+
+    c.ok(
+        "PUT",
+        "/v1/retention/memories",
+        &t.key,
+        Some(json!({ "max_count": 2, "archival_policy": "archive" })),
+    )
+    .await;
+    let preview = c.ok("POST", "/v1/retention/preview", &t.key, None).await;
+    assert_eq!(
+        preview["retention"]["first_ids"],
+        json!(["m1", "m2"]),
+        "{preview}"
+    );
+    let report = c.store.run_cleanup().await.expect("the service's cleanup");
+    let mine = report
+        .tenants
+        .iter()
+        .find(|r| r.tenant_id == t.uuid)
+        .expect("the tenant in the report");
+    assert_eq!((mine.retention_removed, mine.archived), (2, true));
+    let ids = |page: &Value| -> Vec<String> {
+        page["memories"]
+            .as_array()
+            .expect("memories")
+            .iter()
+            .map(|m| m["memory_id"].as_str().expect("id").to_owned())
+            .collect()
+    };
+    let live = c.ok("GET", "/v1/memories", &t.key, None).await;
+    assert_eq!(ids(&live), ["m4", "m3"]);
+    let archived = c
+        .ok("GET", "/v1/memories?archived=true", &t.key, None)
+        .await;
+    let mut archived = ids(&archived);
+    archived.sort();
+    assert_eq!(archived, ["m1", "m2"]);
+    c.ok("POST", "/v1/memories/m1/restore", &t.key, None).await;
+    let other = c.ok("GET", "/v1/memories", &u.key, None).await;
+    assert_eq!(ids(&other), ["m2", "m1"]);
+    let analytics = c
+        .ok(
+            "GET",
+            "/v1/admin/analytics?refresh=true&limit=500",
+            ADMIN_KEY,
+            None,
+        )
+        .await;
+    assert!(
+        analytics["top_tenants"]
+            .as_array()
+            .expect("top_tenants")
+            .iter()
+            .any(|r| r["memory_count"] == 3),
+        "{analytics}"
+    );
+    // The maintenance endpoint runs the same cleanup, per tenant, and reports it.
+    let report = c.ok("POST", "/v1/admin/maintenance", ADMIN_KEY, None).await;
+    println!("maintenance on the cluster: {report}");
+    assert!(report["retention"]["tenants"].is_array(), "{report}");
+    let errors = report["errors"].as_array().expect("errors");
+    assert!(
+        errors
+            .iter()
+            .all(|e| !e.as_str().unwrap_or("").starts_with("retention")),
+        "{report}"
+    );
 }

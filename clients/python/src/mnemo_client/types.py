@@ -65,6 +65,8 @@ class Memory(_Model):
     embedding_model: str | None = None
     embedding: list[float] | None = None
     """Present only when asked for with ``include_embedding=True``."""
+    archived_at: datetime | None = None
+    """When it was archived; present only on archived memories (``archived=true``)."""
 
 
 class NewMemory(_Model):
@@ -258,6 +260,9 @@ class MaintenanceReport(_Model):
     vector_indexes: dict[str, Any] | None = None
     metric_partitions_dropped: list[str] | None = None
     federated_sessions_expired: int | None = None
+    retention: dict[str, Any] | None = None
+    """The expiry and retention cleanup per tenant (``tenants``, ``batches``)."""
+    audit_partitions_dropped: list[str] | None = None
 
 
 class Health(_Model):

@@ -19,6 +19,7 @@ use mnemo_core::{
     Resource, Tags,
 };
 use mnemo_store::memories::{self, Cursor, Memory, MemoryFilter, MemoryPatch, NewMemory};
+use mnemo_store::retention::{self, ArchivedMemory};
 
 use crate::auth::TenantCtx;
 use crate::error::{ApiError, ApiResult};
@@ -56,6 +57,18 @@ pub struct MemoryOut {
     pub expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When it was archived; present only on archived memories (`archived=true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archived_at: Option<DateTime<Utc>>,
+}
+
+impl From<ArchivedMemory> for MemoryOut {
+    fn from(a: ArchivedMemory) -> Self {
+        Self {
+            archived_at: Some(a.archived_at),
+            ..a.memory.into()
+        }
+    }
 }
 
 impl From<Memory> for MemoryOut {
@@ -72,6 +85,7 @@ impl From<Memory> for MemoryOut {
             expires_at: m.expires_at,
             created_at: m.created_at,
             updated_at: m.updated_at,
+            archived_at: None,
         }
     }
 }
@@ -337,6 +351,9 @@ pub struct GetParams {
     /// Include the stored vector.
     #[serde(default)]
     pub include_embedding: bool,
+    /// Read the archive instead (the latest archived version of the id).
+    #[serde(default)]
+    pub archived: bool,
 }
 
 #[utoipa::path(get, path = "/v1/memories/{memory_id}", tag = "memories",
@@ -355,11 +372,22 @@ async fn get_memory(
         Permission::Read,
         memory_id.clone(),
     );
-    let row = run(&state, &ctx, op, |tx| {
-        Box::pin(async move { Ok(memories::get(tx, &memory_id, params.include_embedding).await?) })
+    let out = run(&state, &ctx, op, |tx| {
+        Box::pin(async move {
+            let out: MemoryOut = if params.archived {
+                retention::get_archived(tx, &memory_id, params.include_embedding)
+                    .await?
+                    .into()
+            } else {
+                memories::get_and_record(tx, &memory_id, params.include_embedding)
+                    .await?
+                    .into()
+            };
+            Ok(out)
+        })
     })
     .await?;
-    Ok(Json(row.into()))
+    Ok(Json(out))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -382,6 +410,10 @@ pub struct ListParams {
     pub created_before: Option<DateTime<Utc>>,
     #[serde(default)]
     pub include_embedding: bool,
+    /// List the archive instead, newest archived first (only `limit`, `cursor` and
+    /// `include_embedding` apply there).
+    #[serde(default)]
+    pub archived: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -517,6 +549,40 @@ async fn list_memories(
 ) -> ApiResult<Json<MemoryPage>> {
     let limit = check_limit(&state.limits, p.limit)?;
     let cursor = p.cursor.as_deref().map(decode_cursor).transpose()?;
+    if p.archived {
+        let filtered = p.contains.is_some()
+            || p.tags.is_some()
+            || p.any_tags.is_some()
+            || p.min_relevance.is_some()
+            || p.max_relevance.is_some()
+            || p.created_after.is_some()
+            || p.created_before.is_some();
+        if filtered {
+            return Err(Invalid::new(
+                "archived",
+                "the archive is listed without filters (limit, cursor and include_embedding apply)",
+            )
+            .into());
+        }
+        let op = Op::new(
+            "memory.list_archived",
+            Resource::Memories,
+            Permission::Read,
+            "*",
+        );
+        let include = p.include_embedding;
+        let mut rows = run(&state, &ctx, op, |tx| {
+            Box::pin(
+                async move { Ok(retention::list_archived(tx, cursor, limit + 1, include).await?) },
+            )
+        })
+        .await?;
+        let next = next_page(&mut rows, limit, |a| (a.archived_at, a.memory.id));
+        return Ok(Json(MemoryPage {
+            memories: rows.into_iter().map(Into::into).collect(),
+            next_cursor: next,
+        }));
+    }
     let contains = p
         .contains
         .as_deref()

@@ -8,6 +8,7 @@ pub mod health;
 pub mod maintenance;
 pub mod memories;
 pub mod operations;
+pub mod retention;
 pub mod search;
 pub mod sharing;
 pub mod tenant_misc;

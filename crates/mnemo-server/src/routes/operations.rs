@@ -1,5 +1,5 @@
 //! The admin's view of operations: `GET /v1/admin/health` (now and the last hour of
-//! `system_health`) and `GET /v1/admin/tenants/{tenant_id}/usage`.
+//! `system_health`), `GET /v1/admin/tenants/{tenant_id}/usage` and `GET /v1/admin/analytics`.
 
 use axum::extract::State;
 use axum::Json;
@@ -22,6 +22,50 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(admin_health))
         .routes(routes!(tenant_usage))
+        .routes(routes!(analytics))
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AnalyticsParams {
+    /// Largest tenants listed, 1 to 500 (default 50).
+    pub limit: Option<i64>,
+    /// Days of activity, 1 to 90 (default 14).
+    pub days: Option<i32>,
+    /// Refresh the analytics first (`refresh_analytics_views()`); otherwise they are as of the
+    /// maintenance job's last run.
+    #[serde(default)]
+    pub refresh: bool,
+}
+
+/// The seed's analytics across tenants: totals, the largest tenants
+/// (`tenant_memory_analytics`) and daily activity (`tenant_daily_activity`).
+#[utoipa::path(get, path = "/v1/admin/analytics", tag = "admin", params(AnalyticsParams),
+    responses((status = 200, body = mnemo_store::analytics::Analytics),
+              (status = 422, body = crate::error::ErrorBody)),
+    security(("admin_key" = [])))]
+async fn analytics(
+    State(state): State<AppState>,
+    _: AdminCtx,
+    crate::extract::ApiQuery(p): crate::extract::ApiQuery<AnalyticsParams>,
+) -> ApiResult<Json<mnemo_store::analytics::Analytics>> {
+    let limit = match p.limit {
+        None => 50,
+        Some(n) if (1..=500).contains(&n) => n,
+        Some(_) => {
+            return Err(mnemo_core::Invalid::new("limit", "must be between 1 and 500").into())
+        }
+    };
+    let days = match p.days {
+        None => 14,
+        Some(n) if (1..=90).contains(&n) => n,
+        Some(_) => return Err(mnemo_core::Invalid::new("days", "must be between 1 and 90").into()),
+    };
+    if p.refresh {
+        state.store.refresh_analytics_views().await?;
+    }
+    Ok(Json(state.store.analytics(limit, days).await?))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -125,7 +125,7 @@ async fn create_policy(
         .ok_or_else(|| {
             Invalid::new(
                 "resource_type",
-                "must be one of memories, contexts, federated, audit, usage, policies",
+                "must be one of memories, contexts, federated, audit, usage, policies, retention",
             )
         })?;
     let pattern = p.resource_pattern.unwrap_or_else(|| "*".to_owned());

@@ -74,6 +74,17 @@ pub const ENDPOINTS: &[Row] = &[
     row("POST", "/v1/contexts/search", "/v1/contexts/search", Some(r#"{"query":"{marker}","vector":{vector},"mode":"hybrid","filter":{"contains":{"marker":"{marker}"}}}"#), 200),
     row("POST", "/v1/contexts/reconstruct", "/v1/contexts/reconstruct", Some(r#"{"query":"{marker}","token_budget":100000,"include_memories":true}"#), 200),
     row("POST", "/v1/contexts/reconstruct", "/v1/contexts/reconstruct", Some(r#"{"query":"{marker} secret","token_budget":5000,"order":"chronological","session_id":"{marker}"}"#), 200),
+    // the archive (alpha-archived is A's archived memory)
+    row("GET", "/v1/memories", "/v1/memories?archived=true&include_embedding=true", None, 200),
+    row("GET", "/v1/memories/{memory_id}", "/v1/memories/alpha-archived?archived=true", None, 404),
+    row("GET", "/v1/memories/{memory_id}", "/v1/memories/{mem}?archived=true", None, 404),
+    row("POST", "/v1/memories/{memory_id}/restore", "/v1/memories/alpha-archived/restore", None, 404),
+    row("POST", "/v1/memories/{memory_id}/restore", "/v1/memories/{mem}/restore", None, 404),
+    // retention (A has a memories policy)
+    row("GET", "/v1/retention/{resource}", "/v1/retention/memories", None, 404),
+    row("PUT", "/v1/retention/{resource}", "/v1/retention/memories", Some(r#"{"archival_policy":"delete"}"#), 422),
+    row("DELETE", "/v1/retention/{resource}", "/v1/retention/memories", None, 404),
+    row("POST", "/v1/retention/preview", "/v1/retention/preview", None, 200),
     // graph
     row("POST", "/v1/relationships", "/v1/relationships", Some(r#"{"source":"{mem}","target":"{mem2}","relationship_type":"related_to"}"#), 404),
     row("GET", "/v1/relationships/{id}", "/v1/relationships/{rel}", None, 404),
@@ -260,6 +271,9 @@ async fn snapshot(app: &TestApp, key: &str, ids: &Ids) -> Value {
         format!("/v1/sharing-rules/{}", ids.rule),
         "/v1/sharing-rules".to_owned(),
         "/v1/federated/participant".to_owned(),
+        "/v1/memories?archived=true&include_embedding=true".to_owned(),
+        "/v1/memories/alpha-archived?archived=true".to_owned(),
+        "/v1/retention/memories".to_owned(),
     ] {
         let r = app.get(&path, key).await;
         assert_eq!(r.status, 200, "A reads {path}: {}", r.text);
@@ -351,6 +365,28 @@ async fn tenant_b_using_tenant_a_ids_gets_what_unknown_ids_get() {
     )
     .await
     .ok(201);
+    // A keeps memories 30 days and archives the rest: alpha-archived, 60 days old, is archived.
+    app.call(
+        "PUT",
+        "/v1/retention/memories",
+        Some(&a.key),
+        Some(json!({ "retention_days": 30, "archival_policy": "archive" })),
+    )
+    .await
+    .ok(201);
+    app.create_memory(&a.key, "alpha-archived", json!({ "secret": secret }))
+        .await;
+    sqlx::query(
+        "UPDATE contextual_memories SET created_at = now() - interval '60 days'
+         WHERE memory_id = 'alpha-archived'",
+    )
+    .execute(app.store.pool())
+    .await
+    .expect("backdate");
+    app.store.run_cleanup().await.expect("cleanup");
+    app.get("/v1/memories/alpha-archived?archived=true", &a.key)
+        .await
+        .ok(200);
     let a_ids = Ids {
         mem: "alpha-note-1".into(),
         mem2: "alpha-note-2".into(),

@@ -25,6 +25,7 @@
 //!   all-or-nothing writes, quotas, expiry, chat-model summaries, isolation.
 //! - [`federated`]: federated sessions end to end (lifecycle, budgets, strict tenants, projects,
 //!   the deadline job) and the worked example of docs/federated.md.
+//! - [`retention`]: retention policies, preview = run, archive and restore, concurrent cleanups.
 //! - [`sharing`]: sharing rules and the `shared` search scope (anonymization, revocation, audit).
 
 mod admin;
@@ -42,5 +43,6 @@ mod limits;
 mod memories;
 mod operations;
 mod rate_limits;
+mod retention;
 mod serving;
 mod sharing;

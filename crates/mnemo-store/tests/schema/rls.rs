@@ -58,6 +58,14 @@ async fn insert_row(
         .bind(tenant)
         .bind(memories.0)
         .bind(memories.1),
+        "memory_relationships_archive" => sqlx::query(
+            "INSERT INTO memory_relationships_archive
+                 (id, tenant_id, source_memory_id, target_memory_id, relationship_type, weight, metadata, created_at)
+             VALUES (gen_random_uuid(), $1, $2, $3, 'related', 1, '{}', now())",
+        )
+        .bind(tenant)
+        .bind(memories.0)
+        .bind(memories.1),
         "offloaded_contexts" => sqlx::query(
             "INSERT INTO offloaded_contexts (tenant_id, context_id, compression_ratio)
              VALUES ($1, 'context-' || gen_random_uuid(), 2.0)",
