@@ -110,9 +110,10 @@ pub struct ServeArgs {
     #[arg(long, env = "MNEMO_MAX_GRAPH_NODES", default_value_t = 500)]
     pub max_graph_nodes: i64,
     /// Bytes of one offloaded context's `messages`/`text` JSON (413 above). The body limit
-    /// (MNEMO_MAX_BODY_BYTES) must exceed it by at least 1 MiB.
-    #[arg(long, env = "MNEMO_MAX_CONTEXT_BYTES", default_value_t = 8 * 1024 * 1024)]
-    pub max_context_bytes: usize,
+    /// (MNEMO_MAX_BODY_BYTES) must exceed it by 1 MiB (by half the body limit below 2 MiB).
+    /// Unset: 8 MiB, or less when the body limit leaves less room.
+    #[arg(long, env = "MNEMO_MAX_CONTEXT_BYTES")]
+    pub max_context_bytes: Option<usize>,
     /// Tokens of an offloaded context's summary at most (in the context's tokenizer).
     #[arg(long, env = "MNEMO_CONTEXT_SUMMARY_TOKENS", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(16..=4096))]
@@ -209,22 +210,42 @@ pub struct ServeArgs {
     pub rate_limit_failed_auth_burst: u32,
 }
 
-/// Room in a request body for the fields around a context's `messages`/`text`.
-pub const CONTEXT_BODY_SLACK: usize = 1024 * 1024;
+/// A context's `messages`/`text` at most when MNEMO_MAX_CONTEXT_BYTES is unset.
+pub const DEFAULT_MAX_CONTEXT_BYTES: usize = 8 * 1024 * 1024;
+
+/// Room in a request body of at most `max_body` bytes for the fields around a context's
+/// `messages`/`text`: 1 MiB, or half of a body limit below 2 MiB.
+fn context_body_slack(max_body: usize) -> usize {
+    (1024 * 1024).min(max_body / 2)
+}
 
 impl ServeArgs {
+    /// Bytes of one context's `messages`/`text` at most: as configured, or the default within
+    /// what the body limit leaves.
+    pub fn max_context_bytes(&self) -> usize {
+        self.max_context_bytes.unwrap_or_else(|| {
+            let room = self.max_body_bytes - context_body_slack(self.max_body_bytes);
+            DEFAULT_MAX_CONTEXT_BYTES.min(room)
+        })
+    }
+
     /// Refuses limits that contradict each other.
     pub fn check(&self) -> anyhow::Result<()> {
-        if self.max_context_bytes == 0 {
-            bail!("MNEMO_MAX_CONTEXT_BYTES must be at least 1");
-        }
-        if self.max_body_bytes < self.max_context_bytes.saturating_add(CONTEXT_BODY_SLACK) {
-            bail!(
-                "MNEMO_MAX_BODY_BYTES ({}) must be at least MNEMO_MAX_CONTEXT_BYTES ({}) + 1 MiB, \
-                 or a context of the largest size accepted could not be sent: raise the first \
-                 or lower the second",
+        let slack = context_body_slack(self.max_body_bytes);
+        match self.max_context_bytes {
+            Some(0) => bail!("MNEMO_MAX_CONTEXT_BYTES must be at least 1"),
+            Some(bytes) if self.max_body_bytes < bytes.saturating_add(slack) => bail!(
+                "MNEMO_MAX_BODY_BYTES ({}) must be at least MNEMO_MAX_CONTEXT_BYTES ({bytes}) + \
+                 {slack} bytes, or a context of the largest size accepted could not be sent: \
+                 raise the first or lower the second",
                 self.max_body_bytes,
-                self.max_context_bytes
+            ),
+            _ => {}
+        }
+        if self.max_context_bytes() == 0 {
+            bail!(
+                "MNEMO_MAX_BODY_BYTES ({}) leaves no room for a context",
+                self.max_body_bytes
             );
         }
         Ok(())
@@ -293,13 +314,25 @@ mod tests {
     #[test]
     fn default_body_limit_fits_the_largest_context() {
         let args = serve_args(&[]);
-        assert_eq!(args.max_context_bytes, 8 * 1024 * 1024);
+        assert_eq!(args.max_context_bytes(), 8 * 1024 * 1024);
         assert!(args.check().is_ok());
     }
 
     #[test]
-    fn a_body_limit_below_the_context_limit_is_refused() {
-        let args = serve_args(&["--max-body-bytes", "1048576"]);
+    fn a_small_body_limit_lowers_the_default_context_limit_within_it() {
+        let args = serve_args(&["--max-body-bytes", "4096"]);
+        assert!(args.check().is_ok());
+        assert_eq!(args.max_context_bytes(), 2048);
+    }
+
+    #[test]
+    fn a_body_limit_below_a_configured_context_limit_is_refused() {
+        let args = serve_args(&[
+            "--max-body-bytes",
+            "1048576",
+            "--max-context-bytes",
+            "1048576",
+        ]);
         let e = args.check().expect_err("refused");
         assert!(e.to_string().contains("MNEMO_MAX_CONTEXT_BYTES"), "{e}");
     }

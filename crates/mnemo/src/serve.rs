@@ -37,7 +37,7 @@ pub async fn run(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
         ef_search: args.ef_search,
         vector_index_min_rows: args.vector_index_min_rows,
         audit_archive_days: args.audit_archive_days,
-        max_context_bytes: args.max_context_bytes,
+        max_context_bytes: args.max_context_bytes(),
         context_summary_tokens: args.context_summary_tokens as usize,
         audit_drop_days: (args.audit_drop_days > 0).then_some(args.audit_drop_days),
         metrics_retention_days: args.metrics_retention_days,

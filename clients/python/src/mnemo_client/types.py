@@ -255,6 +255,7 @@ class MaintenanceReport(_Model):
     errors: list[Any]
     partitions_created: int | None = None
     expired_memories_removed: int | None = None
+    expired_contexts_removed: int | None = None
     audit_rows_archived: int | None = None
     usage_reconciled: dict[str, Any] | None = None
     vector_indexes: dict[str, Any] | None = None
