@@ -212,8 +212,8 @@ pub async fn preview(tx: &mut TenantTx, sample: i64) -> Result<Preview> {
     .await?;
     for r in others {
         notes.push(match r.as_str() {
-            "contexts" => "the contexts policy is stored; the cleanup applies it once offloaded \
-                           contexts have their API"
+            "contexts" => "the contexts policy is stored but not applied yet: the cleanup \
+                           removes expired contexts, not contexts past retention_days"
                 .to_owned(),
             _ => "the audit_log policy keeps archived audit months at least retention_days \
                   ('archive', 'retain'); months are archived and dropped whole, by the \
