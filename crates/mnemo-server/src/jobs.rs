@@ -45,120 +45,112 @@ pub struct MaintenanceReport {
 /// (`--retention-interval-secs`); the per-tenant report goes to the log and to
 /// `POST /v1/admin/maintenance`.
 pub async fn retention(store: &Store, report: &mut MaintenanceReport) {
-    let t = Instant::now();
-    match store.run_cleanup().await {
-        Ok(r) => {
-            job_finished("expiry", t, true);
-            for t in &r.tenants {
-                let action = if t.archived { "archive" } else { "delete" };
-                retention_applied(t.expired_removed as u64, t.retention_removed as u64, action);
-            }
-            report.expired_memories_removed = Some(r.total());
-            report.retention = Some(r);
+    let cleanup = step(
+        "expiry",
+        "retention cleanup",
+        &mut report.errors,
+        store.run_cleanup(),
+    );
+    if let Some(r) = cleanup.await {
+        for t in &r.tenants {
+            let action = if t.archived { "archive" } else { "delete" };
+            retention_applied(t.expired_removed as u64, t.retention_removed as u64, action);
         }
-        Err(e) => {
-            job_finished("expiry", t, false);
-            report.errors.push(format!("retention cleanup: {e}"))
-        }
+        report.expired_memories_removed = Some(r.total());
+        report.retention = Some(r);
     }
+}
+
+/// Runs one maintenance step: times it for the job metrics, keeps its error (after `what`) in
+/// `errors`, and returns what it returned when it succeeded.
+async fn step<T, E: std::fmt::Display>(
+    job: &'static str,
+    what: &str,
+    errors: &mut Vec<String>,
+    work: impl std::future::Future<Output = Result<T, E>>,
+) -> Option<T> {
+    let t = Instant::now();
+    let outcome = work.await;
+    job_finished(job, t, outcome.is_ok());
+    outcome
+        .map_err(|e| errors.push(format!("{what}: {e}")))
+        .ok()
 }
 
 /// Partitions ahead, expired contexts, audit archival, performance history retention, analytics,
 /// usage counters.
 pub async fn housekeeping(store: &Store, limits: &Limits, report: &mut MaintenanceReport) {
-    let t = Instant::now();
-    match store.create_time_partitions(3).await {
-        Ok(n) => {
-            job_finished("partitions", t, true);
-            report.partitions_created = Some(n)
-        }
-        Err(e) => {
-            job_finished("partitions", t, false);
-            report.errors.push(format!("create_time_partitions: {e}"))
-        }
-    }
-    let t = Instant::now();
-    match store.clean_expired_contexts().await {
-        Ok(n) => {
-            job_finished("context_expiry", t, true);
-            report.expired_contexts_removed = Some(n)
-        }
-        Err(e) => {
-            job_finished("context_expiry", t, false);
-            report.errors.push(format!("clean_expired_contexts: {e}"))
-        }
-    }
-    let t = Instant::now();
-    match store.archive_audit_months(limits.audit_archive_days).await {
-        Ok(n) => {
-            job_finished("audit_archive", t, true);
-            report.audit_rows_archived = Some(n)
-        }
-        Err(e) => {
-            job_finished("audit_archive", t, false);
-            report.errors.push(format!("archive audit logs: {e}"))
-        }
-    }
+    let errors = &mut report.errors;
+    report.partitions_created = step(
+        "partitions",
+        "create_time_partitions",
+        errors,
+        store.create_time_partitions(3),
+    )
+    .await;
+    report.expired_contexts_removed = step(
+        "context_expiry",
+        "clean_expired_contexts",
+        errors,
+        store.clean_expired_contexts(),
+    )
+    .await;
+    report.audit_rows_archived = step(
+        "audit_archive",
+        "archive audit logs",
+        errors,
+        store.archive_audit_months(limits.audit_archive_days),
+    )
+    .await;
     if let Some(days) = limits.audit_drop_days {
-        let t = Instant::now();
-        match store.drop_audit_months(days).await {
-            Ok(dropped) => {
-                job_finished("audit_drop", t, true);
-                if !dropped.is_empty() {
-                    tracing::info!(?dropped, "archived audit months dropped");
-                }
-                report.audit_partitions_dropped = Some(dropped)
-            }
-            Err(e) => {
-                job_finished("audit_drop", t, false);
-                report
-                    .errors
-                    .push(format!("drop archived audit months: {e}"))
-            }
-        }
-    }
-    let t = Instant::now();
-    match store
-        .drop_metric_months(limits.metrics_retention_days)
-        .await
-    {
-        Ok(dropped) => {
-            job_finished("metrics_retention", t, true);
+        let dropped = step(
+            "audit_drop",
+            "drop archived audit months",
+            errors,
+            store.drop_audit_months(days),
+        )
+        .await;
+        if let Some(dropped) = &dropped {
             if !dropped.is_empty() {
-                tracing::info!(?dropped, "performance history months dropped");
+                tracing::info!(?dropped, "archived audit months dropped");
             }
-            report.metric_partitions_dropped = Some(dropped)
         }
-        Err(e) => {
-            job_finished("metrics_retention", t, false);
-            report
-                .errors
-                .push(format!("drop performance_metrics months: {e}"))
+        report.audit_partitions_dropped = dropped;
+    }
+    let dropped = step(
+        "metrics_retention",
+        "drop performance_metrics months",
+        errors,
+        store.drop_metric_months(limits.metrics_retention_days),
+    )
+    .await;
+    if let Some(dropped) = &dropped {
+        if !dropped.is_empty() {
+            tracing::info!(?dropped, "performance history months dropped");
         }
     }
-    let t = Instant::now();
-    match store.refresh_analytics_views().await {
-        Ok(()) => {
-            job_finished("analytics", t, true);
-            report.analytics_refreshed = true
-        }
-        Err(e) => {
-            job_finished("analytics", t, false);
-            report.errors.push(format!("refresh_analytics_views: {e}"))
+    report.metric_partitions_dropped = dropped;
+    report.analytics_refreshed = step(
+        "analytics",
+        "refresh_analytics_views",
+        errors,
+        store.refresh_analytics_views(),
+    )
+    .await
+    .is_some();
+    let reconciled = step(
+        "usage_reconcile",
+        "reconcile usage",
+        errors,
+        store.reconcile_usage(),
+    )
+    .await;
+    if let Some(r) = &reconciled {
+        if !r.corrected.is_empty() {
+            tracing::warn!(tenants = ?r.corrected, "usage counters were off and are corrected");
         }
     }
-    let t = Instant::now();
-    let reconciled = store.reconcile_usage().await;
-    job_finished("usage_reconcile", t, reconciled.is_ok());
-    match reconciled {
-        Ok(r) => {
-            if !r.corrected.is_empty() {
-                tracing::warn!(tenants = ?r.corrected, "usage counters were off and are corrected");
-            }
-            report.usage_reconciled = Some(r);
-        }
-        Err(e) => report.errors.push(format!("reconcile usage: {e}")),
-    }
+    report.usage_reconciled = reconciled;
 }
 
 /// Builds the HNSW indexes (memories, context chunks) of tenants that crossed the threshold.
@@ -167,13 +159,13 @@ pub async fn vector_indexes(store: &Store, limits: &Limits, report: &mut Mainten
         min_rows: limits.vector_index_min_rows,
         max_builds_per_run: 4,
     };
-    let t = Instant::now();
-    let maintained = store.maintain_vector_indexes(policy).await;
-    job_finished("vector_indexes", t, maintained.is_ok());
-    match maintained {
-        Ok(r) => report.vector_indexes = Some(r),
-        Err(e) => report.errors.push(format!("vector indexes: {e}")),
-    }
+    report.vector_indexes = step(
+        "vector_indexes",
+        "vector indexes",
+        &mut report.errors,
+        store.maintain_vector_indexes(policy),
+    )
+    .await;
 }
 
 /// Fails federated sessions whose deadline passed (too few participants, or nobody aggregated),
